@@ -1,0 +1,62 @@
+"""The one place that decides which implementation runs.
+
+Backends (all compute the function in SPEC.md):
+
+- ``"triton"``: fade_triton's Triton kernels. CUDA tensors, or CPU tensors when
+  ``TRITON_INTERPRET=1`` was set before triton was first imported (Triton's interpreter).
+- ``"torch"``: the memory-lean pure-PyTorch path (any device, any dtype).
+- ``"naive"``: the official pure-PyTorch formulation, kept as the benchmark baseline.
+- ``"mmcv"``: the official implementation, ``mmcv.ops.carafe`` (CUDA, compiled mmcv only).
+- ``"auto"``: ``"triton"`` where it can run, otherwise ``"torch"``.
+
+Nothing here runs at import time: the environment is read when a backend is resolved.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch", "naive", "mmcv")
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton's CPU interpreter is requested (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_supports(device: torch.device) -> bool:
+    """Whether the Triton kernels can run on tensors of ``device``."""
+    if not triton_installed():
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and interpreter_enabled()
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Map a user's ``backend`` argument to the implementation that will run on ``device``.
+
+    Raises ValueError for an unknown name and RuntimeError for an explicit request that
+    cannot run here (rather than silently running something else).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if triton_supports(device) else "torch"
+    if backend == "triton" and not triton_supports(device):
+        if not triton_installed():
+            raise RuntimeError("backend='triton' needs the 'triton' package (pip install triton)")
+        raise RuntimeError(
+            f"backend='triton' cannot run on {device.type} tensors: use CUDA tensors, or set "
+            "TRITON_INTERPRET=1 before triton is imported to run the kernels in Triton's CPU "
+            "interpreter (slow; meant for testing)"
+        )
+    return backend

@@ -1,0 +1,117 @@
+"""``FADE`` and ``FADELite`` modules: thin layers over :func:`fade_triton.functional.fade`.
+
+The submodules mirror the official code, so ``state_dict()`` holds exactly the official
+names (``gate_generator.conv.*``, ``ker_generator.compressor_en.*``, ...) and an official
+checkpoint loads as is. ECCV-named checkpoints are renamed on load.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .checkpoint import convert_eccv_state_dict
+from .functional import fade
+
+
+class GateGenerator(nn.Module):
+    """Holds the gate's 1x1 conv, ``conv``: C -> 1 (the gate itself is computed in ``fade``)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, kernel_size=1)
+
+
+class SemiShift(nn.Module):
+    """Holds the kernel generator's weights under the official names.
+
+    FADE: ``compressor_en`` C -> E (bias), ``compressor_de`` C -> E (no bias),
+    ``content_encoder`` a 3x3 E -> K*K. FADE-Lite: E = K*K and ``content_encoder`` is depthwise.
+    """
+
+    def __init__(self, in_channels: int, embedding_dim: int, up_kernel_size: int, depthwise: bool):
+        super().__init__()
+        k2 = up_kernel_size * up_kernel_size
+        self.compressor_en = nn.Conv2d(in_channels, embedding_dim, kernel_size=1)
+        self.compressor_de = nn.Conv2d(in_channels, embedding_dim, kernel_size=1, bias=False)
+        self.content_encoder = nn.Conv2d(embedding_dim, k2, kernel_size=3, padding=1,
+                                         groups=k2 if depthwise else 1)
+
+
+class FADE(nn.Module):
+    """FADE upsampler (Lu et al., ECCV 2022 / IJCV 2024): ``forward(en, de)`` upsamples the
+    decoder feature ``de`` (B, C, H, W) by ``scale`` under the guidance of the encoder feature
+    ``en`` (B, C, scale*H, scale*W) and returns (B, C, scale*H, scale*W).
+
+    Args:
+        in_channels_en: C, channels of ``en``.
+        in_channels_de: channels of ``de``; must equal ``in_channels_en`` (default: the same).
+        scale: integer upsampling factor >= 1.
+        up_kernel_size: odd reassembly kernel size K.
+        embedding_dim: E, width of the kernel generator.
+        backend: "auto", "triton", "torch", "naive" or "mmcv" (see ``fade_triton.backend``).
+    """
+
+    _depthwise = False
+
+    def __init__(self, in_channels_en: int, in_channels_de: int | None = None, scale: int = 2,
+                 up_kernel_size: int = 5, embedding_dim: int = 64, backend: str = "auto"):
+        super().__init__()
+        in_channels_de = in_channels_en if in_channels_de is None else in_channels_de
+        if in_channels_de != in_channels_en:
+            raise ValueError(f"in_channels_de ({in_channels_de}) must equal in_channels_en ({in_channels_en}): "
+                             "the gate blends en with the upsampled de")
+        if up_kernel_size <= 0 or up_kernel_size % 2 == 0:
+            raise ValueError(f"up_kernel_size must be a positive odd int, got {up_kernel_size}")
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be an int >= 1, got {scale}")
+        self.in_channels = in_channels_en
+        self.scale = int(scale)
+        self.up_kernel_size = up_kernel_size
+        self.backend = backend
+        self.gate_generator = GateGenerator(in_channels_en)
+        self.ker_generator = SemiShift(in_channels_en, embedding_dim, up_kernel_size, self._depthwise)
+        self.reset_parameters()
+        self._register_load_state_dict_pre_hook(self._rename_eccv_keys)
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform weights, zero biases (as the official code)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def _rename_eccv_keys(state_dict, prefix, *args):
+        renamed = convert_eccv_state_dict(state_dict, prefix)
+        if renamed.keys() != state_dict.keys():
+            state_dict.clear()
+            state_dict.update(renamed)
+
+    def forward(self, en: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
+        for name, t in (("en", en), ("de", de)):
+            if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
+                raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
+                                 f"got {name} of shape {tuple(t.shape)}")
+        gen = self.ker_generator
+        return fade(en, de, self.gate_generator.conv.weight, self.gate_generator.conv.bias,
+                    gen.compressor_en.weight, gen.compressor_en.bias, gen.compressor_de.weight,
+                    gen.content_encoder.weight, gen.content_encoder.bias,
+                    scale=self.scale, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, scale={self.scale}, "
+                f"up_kernel_size={self.up_kernel_size}, backend={self.backend!r}")
+
+
+class FADELite(FADE):
+    """FADE-Lite: no embedding; the encoder/decoder compressors map C -> K*K directly and the
+    content encoder is a depthwise 3x3 over the K*K channels. Same arguments as :class:`FADE`
+    without ``embedding_dim``."""
+
+    _depthwise = True
+
+    def __init__(self, in_channels_en: int, in_channels_de: int | None = None, scale: int = 2,
+                 up_kernel_size: int = 5, backend: str = "auto"):
+        super().__init__(in_channels_en, in_channels_de, scale, up_kernel_size,
+                         embedding_dim=up_kernel_size * up_kernel_size, backend=backend)

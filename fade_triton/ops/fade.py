@@ -1,0 +1,34 @@
+"""The ``triton`` backend of FADE / FADE-Lite: the semi-shift kernel and the fused
+softmax-reassembly-gate kernel, composed.
+
+Forward memory above inputs and output: the logits (B*K2*sH*sW, fp32), the low-resolution
+decoder logits (B*K2*H*W, fp32), the gate logits (B*H*W) and the folded weights (2*K2*C*9).
+No tensor with E or C channels at high resolution is allocated besides the output.
+Saved for backward: en, de, the folded weights, the logits and the gate logits.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .reassemble import reassemble
+from .semi_shift import semi_shift
+
+
+def fade_triton(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
+    weights = (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)
+    if torch.is_autocast_enabled(en.device.type):  # run in the autocast dtype, as a conv would
+        dtype = torch.get_autocast_dtype(en.device.type)
+        en, de = en.to(dtype), de.to(dtype)
+        weights = tuple(w.to(dtype) for w in weights)
+        with torch.autocast(en.device.type, enabled=False):
+            return _fade_triton(en, de, *weights, scale)
+    return _fade_triton(en, de, *weights, scale)
+
+
+def _fade_triton(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
+    gate = F.conv2d(de, gate_weight, gate_bias)  # (B, 1, H, W): the 1x1 stays cuDNN/cuBLAS
+    logits = semi_shift(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale)
+    return reassemble(de, logits, gate, en, math.isqrt(kernel_weight.shape[0]), scale)

@@ -1,0 +1,41 @@
+"""Peak-memory measurement for memory-profiling experiments (used by bench/, notebooks/, tests/).
+
+``peak_memory(fn, device)`` runs ``fn()`` once and returns the peak number of bytes allocated
+*during* the call above what was allocated before it (so the inputs do not count; the output
+does, while it is alive).
+
+- CUDA: ``torch.cuda.reset_peak_memory_stats`` and ``max_memory_allocated`` minus the
+  allocation before the call (the caching allocator's own view, exact per tensor).
+- CPU: the PyTorch profiler's allocation records (``profile_memory=True``): every CPU
+  allocation and free made through PyTorch's allocator, in order; the running sum's
+  maximum is the peak. Memory that bypasses PyTorch's allocator (numpy buffers in Triton's
+  interpreter, Python objects) is not seen.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = [e for e in prof.profiler.kineto_results.events()
+               if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    records.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in records:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak

@@ -1,0 +1,29 @@
+"""Test helpers: random FADE problems and error measures."""
+import torch
+
+WEIGHT_NAMES = ("gate_weight", "gate_bias", "en_weight", "en_bias", "de_weight", "kernel_weight", "kernel_bias")
+
+
+def fade_problem(b=2, c=6, h=5, w=7, scale=2, k=3, emb=8, lite=False, dtype=torch.float64, weight_std=0.5):
+    """(en, de, weights dict) with random weights and biases (non-zero, unlike the default init)."""
+    k2 = k * k
+    emb = k2 if lite else emb
+    shapes = dict(gate_weight=(1, c, 1, 1), gate_bias=(1,), en_weight=(emb, c, 1, 1), en_bias=(emb,),
+                  de_weight=(emb, c, 1, 1), kernel_weight=(k2, 1 if lite else emb, 3, 3), kernel_bias=(k2,))
+    weights = {n: (torch.randn(shapes[n], dtype=torch.float64) * weight_std).to(dtype) for n in WEIGHT_NAMES}
+    en = torch.randn(b, c, h * scale, w * scale, dtype=torch.float64).to(dtype)
+    de = torch.randn(b, c, h, w, dtype=torch.float64).to(dtype)
+    return en, de, weights
+
+
+def rel_err(out, ref):
+    """||out - ref|| / ||ref|| in float64; NaN anywhere gives inf."""
+    out, ref = out.double(), ref.double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def assert_close_rel(out, ref, tol):
+    err = rel_err(out, ref)
+    assert err < tol, f"relative error {err:.3e} >= {tol:.1e}"
