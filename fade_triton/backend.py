@@ -13,7 +13,6 @@ Nothing here runs at import time: the environment is read when a backend is reso
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -27,8 +26,9 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
 def triton_installed() -> bool:
+    # find_spec answers from sys.modules once triton is imported; no cache of our own, so
+    # torch.compile traces this without a warning.
     return importlib.util.find_spec("triton") is not None
 
 

@@ -15,10 +15,12 @@ Backward, deterministic (gathers, no atomics), in two kernels:
   s*s*K2 output pixels whose windows cover it: grad_x[q, c] = sum m[p, k] (1-g) dout[p, c].
 
 Names read forward to backward: ``reassemble_fwd_kernel`` -> ``reassemble_fwd`` ->
-``reassemble_bwd_*_kernel`` -> ``reassemble_bwd`` -> ``ReassembleFunction`` -> ``reassemble``
-and ``carafe_triton``.
+``reassemble_bwd_*_kernel`` -> ``reassemble_bwd`` (both custom ops, ``fade_triton::``, opaque to
+torch.compile, autograd registered) -> ``reassemble`` and ``carafe_triton``.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
@@ -262,12 +264,20 @@ def _gate_strides(gate):
     return (gate.stride(0), gate.stride(2), gate.stride(3)) if gate is not None else (0, 0, 0)
 
 
-def reassemble_fwd(x, masks, kernel_size, group_size, scale, softmax, gate=None, en=None):
-    """Launch ``reassemble_fwd_kernel``. Returns (B, C, sH, sW) in x's dtype, laid out like
-    ``en`` (FADE) or ``x`` (carafe): channels_last in, channels_last out."""
+def _empty_output(x, en, scale):
+    """(B, C, sH, sW) in x's dtype, laid out like ``en`` (FADE) or ``x`` (carafe)."""
     b, c, h, w = x.shape
-    out = torch.empty((b, c, h * scale, w * scale), dtype=x.dtype, device=x.device,
-                      memory_format=suggest_memory_format(en if en is not None else x))
+    return torch.empty((b, c, h * scale, w * scale), dtype=x.dtype, device=x.device,
+                       memory_format=suggest_memory_format(en if en is not None else x))
+
+
+@torch.library.custom_op("fade_triton::reassemble_fwd", mutates_args=())
+def reassemble_fwd(x: torch.Tensor, masks: torch.Tensor, gate: Optional[torch.Tensor], en: Optional[torch.Tensor],
+                   kernel_size: int, group_size: int, scale: int, softmax: bool) -> torch.Tensor:
+    """Launch ``reassemble_fwd_kernel``: CARAFE of ``x`` with ``masks`` (softmax of them if
+    ``softmax``), gated with ``en`` if ``gate`` is given. channels_last in, channels_last out."""
+    b, c, h, w = x.shape
+    out = _empty_output(x, en, scale)
     if out.numel() == 0:
         return out
     c_group = c // group_size
@@ -281,8 +291,17 @@ def reassemble_fwd(x, masks, kernel_size, group_size, scale, softmax, gate=None,
     return out
 
 
-def reassemble_bwd(dout, x, masks, kernel_size, group_size, scale, softmax, gate=None, en=None):
-    """Gradients ``(dx, dmasks, dgate, den)`` of ``reassemble_fwd``; dgate/den are None without gate.
+@reassemble_fwd.register_fake
+def _(x, masks, gate, en, kernel_size, group_size, scale, softmax):
+    return _empty_output(x, en, scale)
+
+
+@torch.library.custom_op("fade_triton::reassemble_bwd", mutates_args=())
+def reassemble_bwd(dout: torch.Tensor, x: torch.Tensor, masks: torch.Tensor, gate: Optional[torch.Tensor],
+                   en: Optional[torch.Tensor], kernel_size: int, group_size: int, scale: int,
+                   softmax: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(dx, dmasks, dgate, den)`` of ``reassemble_fwd``; without a gate, dgate and
+    den are empty (0-element) tensors.
 
     Temporaries besides the gradients: the log-sum-exp (B*sH*sW, fp32) with softmax, and the
     per-output-pixel gate gradient (B*sH*sW, fp32) with gate.
@@ -292,18 +311,18 @@ def reassemble_bwd(dout, x, masks, kernel_size, group_size, scale, softmax, gate
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     dx = torch.empty_like(x)
     dmasks = torch.empty(masks.shape, dtype=masks.dtype, device=masks.device)
-    den = torch.empty_like(en) if en is not None else None
+    den = torch.empty_like(en) if en is not None else x.new_empty(0)
     dgate_hi = torch.empty((b, oh * ow), dtype=acc, device=x.device) if gate is not None else None
     lse = torch.empty((b, oh * ow), dtype=acc, device=x.device) if softmax else None
     if dx.numel() == 0 or dmasks.numel() == 0:
-        dx.zero_(), dmasks.zero_()
-        return dx, dmasks, (torch.zeros_like(gate) if gate is not None else None), (den.zero_() if en is not None else None)
+        dgate = torch.zeros_like(gate) if gate is not None else x.new_empty(0)
+        return dx.zero_(), dmasks.zero_(), dgate, den.zero_()
     c_group = c // group_size
     block_c = min(64, next_pow2(c_group, 16))
     flags = dict(K=kernel_size, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)
     reassemble_bwd_mask_kernel[(triton.cdiv(oh * ow, BLOCK_P), b * group_size)](
         x, masks, gate, en, dout, dmasks, den, dgate_hi, lse, c_group, group_size, h, w, scale,
-        *x.stride(), *masks.stride(), *_gate_strides(gate), *_strides(en), *dout.stride(), *_strides(den),
+        *x.stride(), *masks.stride(), *_gate_strides(gate), *_strides(en), *dout.stride(), *_strides(den if en is not None else None),
         K2_PAD=next_pow2(kernel_size**2, 16), BLOCK_P=BLOCK_P, BLOCK_C=block_c, **flags,
     )
     reassemble_bwd_feat_kernel[(triton.cdiv(h * w, BLOCK_Q), b * group_size)](
@@ -311,34 +330,38 @@ def reassemble_bwd(dout, x, masks, kernel_size, group_size, scale, softmax, gate
         *masks.stride(), *_gate_strides(gate), *dout.stride(), *dx.stride(),
         BLOCK_Q=BLOCK_Q, BLOCK_C=block_c, **flags,
     )
-    dgate = None
-    if gate is not None:  # each low-resolution gate logit feeds its s*s output pixels
-        dgate = dgate_hi.view(b, 1, h, scale, w, scale).sum((3, 5)).to(gate.dtype)
-    return dx, dmasks, dgate, den
+    if gate is None:
+        return dx, dmasks, x.new_empty(0), den
+    # each low-resolution gate logit feeds its s*s output pixels
+    return dx, dmasks, dgate_hi.view(b, 1, h, scale, w, scale).sum((3, 5)).to(gate.dtype), den
 
 
-class ReassembleFunction(torch.autograd.Function):
-    """Autograd for ``reassemble_fwd``. Saved for backward: the inputs only (x, masks or
-    logits, gate logits, en): nothing of size C*sH*sW or K2*C is created for backward."""
+@reassemble_bwd.register_fake
+def _(dout, x, masks, gate, en, kernel_size, group_size, scale, softmax):
+    return (torch.empty_like(x), masks.new_empty(masks.shape), gate.new_empty(gate.shape) if gate is not None else
+            x.new_empty(0), torch.empty_like(en) if en is not None else x.new_empty(0))
 
-    @staticmethod
-    def forward(ctx, x, masks, gate, en, kernel_size, group_size, scale, softmax):
-        ctx.save_for_backward(x, masks, gate, en)
-        ctx.config = (kernel_size, group_size, scale, softmax)
-        return reassemble_fwd(x, masks, kernel_size, group_size, scale, softmax, gate, en)
 
-    @staticmethod
-    def backward(ctx, dout):
-        x, masks, gate, en = ctx.saved_tensors
-        dx, dmasks, dgate, den = reassemble_bwd(dout, x, masks, *ctx.config, gate=gate, en=en)
-        return dx, dmasks, dgate, den, None, None, None, None
+def _reassemble_setup_context(ctx, inputs, output):
+    x, masks, gate, en, *config = inputs
+    ctx.save_for_backward(x, masks, gate, en)  # the inputs only: nothing of size C*sH*sW or K2*C
+    ctx.config = config
+
+
+def _reassemble_backward(ctx, dout):
+    x, masks, gate, en = ctx.saved_tensors
+    dx, dmasks, dgate, den = reassemble_bwd(dout, x, masks, gate, en, *ctx.config)
+    return dx, dmasks, dgate if gate is not None else None, den if en is not None else None, None, None, None, None
+
+
+reassemble_fwd.register_autograd(_reassemble_backward, setup_context=_reassemble_setup_context)
 
 
 def reassemble(x, logits, gate, en, kernel_size, scale):
     """FADE's ``gate*en + (1-gate)*carafe(x, softmax(logits))``, gate = sigmoid(up(gate logits))."""
-    return ReassembleFunction.apply(x, logits, gate, en, kernel_size, 1, scale, True)
+    return reassemble_fwd(x, logits, gate, en, kernel_size, 1, scale, True)
 
 
 def carafe_triton(features, masks, kernel_size, group_size, scale_factor):
     """Standalone CARAFE (masks already normalised), as ``mmcv.ops.carafe``."""
-    return ReassembleFunction.apply(features, masks, None, None, kernel_size, group_size, scale_factor, False)
+    return reassemble_fwd(features, masks, None, None, kernel_size, group_size, scale_factor, False)

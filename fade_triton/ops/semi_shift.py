@@ -8,8 +8,9 @@ branch's epilogue. The 3x3 is an implicit GEMM: for each of the 9 taps, a
 (pixels x C_in) tile of the input times a (C_in x C_out) slice of the weight, with ``tl.dot``.
 
 Names read forward to backward: ``conv3x3_fwd_kernel`` -> ``conv3x3_fwd`` (also the input
-gradient, with transposed weights) and ``conv3x3_bwd_weight_kernel`` -> ``conv3x3_bwd_weight``
--> ``SemiShiftFunction`` -> ``semi_shift``.
+gradient, with transposed weights), ``conv3x3_bwd_weight_kernel`` -> ``conv3x3_bwd_weight``;
+the custom ops ``fade_triton::semi_shift_fwd`` / ``semi_shift_bwd`` (opaque to torch.compile,
+autograd registered) -> ``semi_shift``.
 """
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def conv3x3_bwd_weight(grad, x, pix_per_prog=4096):
         ACC_FP64=grad.dtype == torch.float64, INPUT_PRECISION=dot_precision(grad),
         BLOCK_P=BLOCK_P, BLOCK_CI=block_ci, BLOCK_CO=next_pow2(c_out, 16),
     )
-    return partial.sum((0, 1)).permute(1, 2, 0).unflatten(2, (3, 3))
+    return partial.sum((0, 1)).permute(1, 2, 0).reshape(c_out, c_in, 3, 3).contiguous()
 
 
 def tap_bias_grad(grad):
@@ -217,41 +218,57 @@ def fold_semi_shift_weights(en_weight, en_bias, de_weight, kernel_weight):
     return w_en.unflatten(2, (3, 3)), tap_bias.contiguous(), w_de.unflatten(2, (3, 3))
 
 
-class SemiShiftFunction(torch.autograd.Function):
-    """logits = conv3x3(en; w_en) + tap bias + bias + up(conv3x3(de; w_de) + bias), in fp32.
+@torch.library.custom_op("fade_triton::semi_shift_fwd", mutates_args=())
+def semi_shift_fwd(en: torch.Tensor, de: torch.Tensor, w_en: torch.Tensor, tap_bias: torch.Tensor,
+                   w_de: torch.Tensor, bias: torch.Tensor, scale: int) -> torch.Tensor:
+    """logits = conv3x3(en; w_en) + tap bias + bias + up(conv3x3(de; w_de) + bias), float32
+    (float64 for float64 inputs). Temporary: the low-resolution logits, B*K2*H*W."""
+    acc = torch.float64 if en.dtype == torch.float64 else torch.float32
+    lo = conv3x3_fwd(de, w_de, acc, bias=bias)
+    return conv3x3_fwd(en, w_en, acc, tap_bias=tap_bias, bias=bias, lo=lo, scale=scale)
 
-    Saved for backward: ``en``, ``de`` and the folded weights (the caller's tensors, no copies).
-    Backward temporaries: the low-resolution logit gradient (B*K2*H*W) and the weight-gradient
-    partials (n_chunks*B*9*K2*C per branch).
-    """
 
-    @staticmethod
-    def forward(ctx, en, de, w_en, tap_bias, w_de, bias, scale):
-        acc = torch.float64 if en.dtype == torch.float64 else torch.float32
-        lo = conv3x3_fwd(de, w_de, acc, bias=bias)
-        logits = conv3x3_fwd(en, w_en, acc, tap_bias=tap_bias, bias=bias, lo=lo, scale=scale)
-        ctx.save_for_backward(en, de, w_en, w_de)
-        ctx.scale = scale
-        return logits
+@semi_shift_fwd.register_fake
+def _(en, de, w_en, tap_bias, w_de, bias, scale):
+    acc = torch.float64 if en.dtype == torch.float64 else torch.float32
+    return en.new_empty((en.shape[0], w_en.shape[0], en.shape[2], en.shape[3]), dtype=acc)
 
-    @staticmethod
-    def backward(ctx, grad):
-        en, de, w_en, w_de = ctx.saved_tensors
-        s = ctx.scale
-        b, k2, oh, ow = grad.shape
-        grad_lo = grad.unflatten(3, (ow // s, s)).unflatten(2, (oh // s, s)).sum((3, 5))
-        need = ctx.needs_input_grad
-        grad_en = conv3x3_bwd_input(grad, w_en, en.dtype) if need[0] else None
-        grad_de = conv3x3_bwd_input(grad_lo, w_de, de.dtype) if need[1] else None
-        grad_w_en = conv3x3_bwd_weight(grad, en).to(w_en.dtype) if need[2] else None
-        grad_tap_bias = tap_bias_grad(grad).to(w_en.dtype) if need[3] else None
-        grad_w_de = conv3x3_bwd_weight(grad_lo, de).to(w_de.dtype) if need[4] else None
-        grad_bias = (grad.sum((0, 2, 3)) + grad_lo.sum((0, 2, 3))) if need[5] else None
-        return grad_en, grad_de, grad_w_en, grad_tap_bias, grad_w_de, grad_bias, None
+
+@torch.library.custom_op("fade_triton::semi_shift_bwd", mutates_args=())
+def semi_shift_bwd(grad: torch.Tensor, en: torch.Tensor, de: torch.Tensor, w_en: torch.Tensor,
+                   w_de: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                             torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (en, de, w_en, tap_bias, w_de, bias) of ``semi_shift_fwd``. Temporaries: the
+    low-resolution logit gradient (B*K2*H*W) and the weight-gradient partials."""
+    b, k2, oh, ow = grad.shape
+    grad_lo = grad.unflatten(3, (ow // scale, scale)).unflatten(2, (oh // scale, scale)).sum((3, 5))
+    return (conv3x3_bwd_input(grad, w_en, en.dtype), conv3x3_bwd_input(grad_lo, w_de, de.dtype),
+            conv3x3_bwd_weight(grad, en).to(w_en.dtype), tap_bias_grad(grad).to(w_en.dtype),
+            conv3x3_bwd_weight(grad_lo, de).to(w_de.dtype), grad.sum((0, 2, 3)) + grad_lo.sum((0, 2, 3)))
+
+
+@semi_shift_bwd.register_fake
+def _(grad, en, de, w_en, w_de, scale):
+    k2 = w_en.shape[0]
+    return (en.new_empty(en.shape), de.new_empty(de.shape), w_en.new_empty(w_en.shape),
+            w_en.new_empty((k2, 9)), w_de.new_empty(w_de.shape), w_en.new_empty((k2,)))
+
+
+def _semi_shift_setup_context(ctx, inputs, output):
+    en, de, w_en, _, w_de, _, scale = inputs
+    ctx.save_for_backward(en, de, w_en, w_de)  # the caller's tensors: no copies
+    ctx.scale = scale
+
+
+def _semi_shift_backward(ctx, grad):
+    return *semi_shift_bwd(grad, *ctx.saved_tensors, ctx.scale), None
+
+
+semi_shift_fwd.register_autograd(_semi_shift_backward, setup_context=_semi_shift_setup_context)
 
 
 def semi_shift(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
     """FADE's semi-shift logits (B, K2, sH, sW), float32 (float64 for float64 inputs)."""
     w_en, tap_bias, w_de = fold_semi_shift_weights(en_weight, en_bias, de_weight, kernel_weight)
     bias = kernel_bias.to(w_en.dtype)
-    return SemiShiftFunction.apply(en, de, w_en, tap_bias, w_de, bias, scale)
+    return semi_shift_fwd(en, de, w_en, tap_bias, w_de, bias, scale)

@@ -1,0 +1,165 @@
+"""Triton backward (CPU interpreter): gradients against float64 autograd of the reference,
+determinism, what is saved, and integration with autocast, torch.compile and checkpointing."""
+import pytest
+import torch
+
+import fade_triton as ft
+import reference64 as ref
+from util import WEIGHT_NAMES, assert_close_rel, fade_problem
+
+SHAPES = [(2, 70, 5, 7, 2, 5, 40), (1, 6, 9, 4, 3, 3, 8), (3, 5, 3, 3, 1, 7, 16), (1, 4, 2, 5, 4, 3, 8)]
+IDS = ["b{}c{}h{}w{}s{}k{}e{}".format(*s) for s in SHAPES]
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
+
+
+def grads_of(fn, inputs, grad_out):
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    fn(*inputs).backward(grad_out)
+    return [t.grad for t in inputs]
+
+
+def triton_fade(en, de, *w, scale):
+    return ft.fade(en, de, *w, scale=scale, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_fade_gradients_match_float64_reference(shape, lite, dtype, poisoned):
+    b, c, h, w, s, k, emb = shape
+    en, de, wts = fade_problem(b, c, h, w, s, k, emb, lite, dtype, weight_std=0.2)
+    inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
+    grad_out = torch.randn(en.shape).to(dtype)
+    got = grads_of(lambda *a: triton_fade(*a, scale=s), inputs, grad_out)
+    want = grads_of(lambda *a: ref.fade(*a, s), [t.double() for t in inputs], grad_out.double())
+    for name, g, r in zip(["en", "de", *WEIGHT_NAMES], got, want):
+        assert g.dtype == dtype, name
+        assert_close_rel(g, r, TOL[dtype] * (5 if name.endswith("bias") else 1))
+
+
+@pytest.mark.parametrize("k,groups,scale", [(5, 4, 2), (3, 2, 3), (3, 1, 1)])
+def test_carafe_gradients_match_float64_reference(k, groups, scale, poisoned):
+    x = torch.randn(2, 72, 5, 6)
+    masks = torch.randn(2, groups * k * k, 5 * scale, 6 * scale)
+    grad_out = torch.randn(2, 72, 5 * scale, 6 * scale)
+    got = grads_of(lambda x, m: ft.carafe(x, m, k, groups, scale, backend="triton"), [x, masks], grad_out)
+    want = grads_of(lambda x, m: ref.reassemble(x, m, k, scale, groups), [x.double(), masks.double()], grad_out.double())
+    for g, r in zip(got, want):
+        assert_close_rel(g, r, 1e-5)
+
+
+@pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
+def test_gradcheck_fade_triton(lite):
+    en, de, wts = fade_problem(1, 3, 2, 3, 2, 3, emb=4, lite=lite)
+    inputs = [t.requires_grad_() for t in (en, de, *wts.values())]
+    assert torch.autograd.gradcheck(lambda *a: triton_fade(*a, scale=2), inputs, fast_mode=True)
+
+
+def test_gradcheck_carafe_triton():
+    x = torch.randn(1, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    m = torch.rand(1, 2 * 9, 6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, m: ft.carafe(x, m, 3, 2, 2, backend="triton"), (x, m), fast_mode=True)
+
+
+def test_backward_is_bitwise_deterministic():
+    en, de, wts = fade_problem(2, 70, 5, 7, 2, 5, 40, dtype=torch.float32)
+    inputs = [en, de, *wts.values()]
+    grad_out = torch.randn(en.shape)
+    first = grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out)
+    second = grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_saves_nothing_larger_than_the_logits_beyond_its_inputs():
+    """Saved beyond the caller's tensors: the K2-channel logits, the low-resolution gate logits
+    and the folded weights (K2*C*9): nothing with C channels at high resolution."""
+    b, c, h, w, s, k = 2, 40, 8, 10, 2, 5
+    en, de, wts = fade_problem(b, c, h, w, s, k, 16, dtype=torch.float32)
+    en.requires_grad_()
+    held = {t.untyped_storage().data_ptr() for t in (en, de, *wts.values())}
+    saved = []
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in held:
+            saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        triton_fade(en, de, *wts.values(), scale=s)
+    logits = b * k * k * h * s * w * s
+    assert saved and max(torch.Size(sh).numel() for sh in saved) <= logits, saved
+
+
+def test_training_loop_decreases_the_loss():
+    torch.manual_seed(1)
+    model = ft.FADE(8, up_kernel_size=3, embedding_dim=8, backend="triton")
+    en, de = torch.randn(2, 8, 8, 10), torch.randn(2, 8, 4, 5)
+    target = torch.randn(2, 8, 8, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    losses = []
+    for _ in range(15):
+        loss = (model(en, de) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_autocast_float16_with_float32_master_weights():
+    model = ft.FADE(8, up_kernel_size=3, embedding_dim=16, backend="triton")
+    en, de = torch.randn(1, 8, 6, 8), torch.randn(1, 8, 3, 4)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = model(en, de)
+    assert out.dtype == torch.float16
+    out.float().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32, name
+        assert torch.isfinite(p.grad).all(), name
+    model.backend = "torch"
+    assert_close_rel(out, model(en, de).detach(), 1e-2)
+
+
+class UpsampleHead(torch.nn.Module):
+    def __init__(self, backend="triton"):
+        super().__init__()
+        self.proj = torch.nn.Conv2d(8, 8, 1)
+        self.up = ft.FADE(8, up_kernel_size=3, embedding_dim=8, backend=backend)
+
+    def forward(self, en, de):
+        return self.up(self.proj(en), de).relu()
+
+
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(compiler):
+    """The Triton launchers are torch.library custom ops, so the graph has no break."""
+    model = UpsampleHead()
+    en, de = torch.randn(1, 8, 8, 6), torch.randn(1, 8, 4, 3)
+    eager = grads_of(lambda en: model(en, de), [en], torch.ones(1, 8, 8, 6))[0]
+    compiled = torch.compile(model, backend=compiler, fullgraph=True)
+    got = grads_of(lambda en: compiled(en, de), [en], torch.ones(1, 8, 8, 6))[0]
+    torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_activation_checkpointing():
+    from torch.utils.checkpoint import checkpoint
+
+    model = UpsampleHead()
+    en, de = torch.randn(1, 8, 8, 6), torch.randn(1, 8, 4, 3)
+    plain = grads_of(lambda en: model(en, de), [en], torch.ones(1, 8, 8, 6))[0]
+    ckpt = grads_of(lambda en: checkpoint(model, en, de, use_reentrant=False), [en], torch.ones(1, 8, 8, 6))[0]
+    assert torch.equal(plain, ckpt)
+
+
+def test_custom_op_registrations():
+    from fade_triton.ops.reassemble import reassemble_fwd
+    from fade_triton.ops.semi_shift import semi_shift_fwd
+
+    en, de, wts = fade_problem(1, 4, 3, 2, 2, 3, emb=8, dtype=torch.float32)
+    w = torch.randn(9, 4, 3, 3, requires_grad=True)
+    args = (en.requires_grad_(), de, w, torch.randn(9, 9), torch.randn(9, 4, 3, 3), torch.randn(9), 2)
+    torch.library.opcheck(semi_shift_fwd, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    masks = torch.randn(1, 9, 6, 4, requires_grad=True)
+    gate = torch.randn(1, 1, 3, 2)
+    for call in [(de, masks, gate, en, 3, 1, 2, True), (de, masks, None, None, 3, 1, 2, False)]:
+        torch.library.opcheck(reassemble_fwd, call, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
