@@ -1,0 +1,71 @@
+"""The providers the benchmark compares (SPEC.md, "The paths the benchmark compares").
+
+Each provider builds, for a case, a callable ``fn(en, de) -> out``. Providers that compute
+FADE are checked against the ``torch`` path before they are timed; ``bilinear`` is a
+different, cheaper function (the floor of any upsampler's cost) and is not checked.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import fade_triton as ft
+from fade_triton.backend import triton_supports
+
+from .cases import Case
+
+PROVIDERS = ("triton", "torch", "naive", "naive_compiled", "mmcv", "bilinear")
+CHECKED = ("triton", "naive", "naive_compiled", "mmcv")  # compared with "torch" before timing
+OURS = ("triton", "torch")
+BASELINES = ("naive", "naive_compiled", "mmcv")
+
+
+def skip_reason(provider: str, case: Case, device: torch.device) -> str | None:
+    """Why ``provider`` cannot run ``case`` on ``device`` (None when it can)."""
+    cuda = device.type == "cuda"
+    if provider == "triton" and not (cuda and triton_supports(device)):
+        return ("needs a CUDA GPU (Triton's CPU interpreter checks correctness in the tests; "
+                "its timings say nothing about GPU speed)")
+    if provider == "naive_compiled" and not cuda:
+        return "torch.compile on CPU takes longer than the CPU presets' budget; timed on GPU only"
+    if provider == "mmcv":
+        if not cuda:
+            return "mmcv's CARAFE has CUDA kernels only"
+        if case.dtype == "bfloat16":
+            return "mmcv's CARAFE has no bfloat16 kernel"
+        try:
+            from fade_triton.ops.mmcv_path import load_mmcv_carafe
+
+            load_mmcv_carafe()
+        except RuntimeError as err:
+            return str(err).split(". Import failed")[0]
+    if device.type == "cpu" and case.dtype == "float16":
+        return "float16 convolutions are not a CPU use case"
+    return None
+
+
+def build(provider: str, case: Case, device: torch.device) -> tuple[torch.nn.Module, object]:
+    """Return ``(module, fn)``: the FADE module holding the case's weights and ``fn(en, de)``."""
+    dtype = getattr(torch, case.dtype)
+    cls = ft.FADELite if case.op == "fade_lite" else ft.FADE
+    kwargs = {} if case.op == "fade_lite" else {"embedding_dim": case.embed}
+    torch.manual_seed(0)  # the same weights for every provider
+    module = cls(case.channels, scale=case.scale, up_kernel_size=case.kernel, **kwargs).to(device, dtype)
+    with torch.no_grad():  # non-zero biases, so nothing is checked on a degenerate function
+        for p in module.parameters():
+            if p.dim() == 1:
+                p.normal_(0, 0.1)
+    if provider == "bilinear":
+        return module, lambda en, de: F.interpolate(de, scale_factor=case.scale, mode="bilinear", align_corners=False)
+    module.backend = "naive" if provider == "naive_compiled" else provider
+    if provider == "naive_compiled":
+        return module, torch.compile(module)
+    return module, module
+
+
+def make_inputs(case: Case, device: torch.device, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    dtype = getattr(torch, case.dtype)
+    hi = case.size * case.scale
+    en = torch.randn(case.batch, case.channels, hi, hi, device=device, dtype=dtype)
+    de = torch.randn(case.batch, case.channels, case.size, case.size, device=device, dtype=dtype)
+    return en.requires_grad_(requires_grad), de.requires_grad_(requires_grad)
