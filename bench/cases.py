@@ -54,8 +54,8 @@ def preset(name: str) -> list[Case]:
         return _grid("resolution", dtypes=("float32", "float16"), batch=(2,), sizes=(16, 32, 64))
     if name == "gpu":
         return (_grid("resolution", dtypes=DTYPES, sizes=(16, 32, 64, 128, 256))
-                + _grid("channels", ops=("fade",), dtypes=("bfloat16",), channels=(64, 128, 512, 1024))
-                + _grid("batch", ops=("fade",), dtypes=("bfloat16",), batch=(1, 2, 4, 16)))
+                + _grid("channels", ops=("fade",), dtypes=("bfloat16",), channels=(64, 128, 256, 512, 1024))
+                + _grid("batch", ops=("fade",), dtypes=("bfloat16",), batch=(1, 2, 4, 8, 16)))
     raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
 
 

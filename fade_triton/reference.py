@@ -15,6 +15,8 @@ Arguments are assumed valid here; ``fade_triton.functional`` checks them.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -51,12 +53,14 @@ def carafe_naive(features, masks, kernel_size, group_size, scale_factor):
     return out.reshape(b, c, oh, ow)
 
 
-def fade_naive(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
+def fade_naive(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale,
+               carafe=carafe_naive):
+    """FADE as the official code computes it; ``carafe`` is the reassembly (the ``mmcv``
+    backend passes ``mmcv.ops.carafe`` here)."""
     gate = torch.sigmoid(F.interpolate(F.conv2d(de, gate_weight, gate_bias), scale_factor=scale, mode="nearest"))
     logits = semi_shift_naive(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale)
     masks = F.softmax(logits, dim=1)
-    kernel_size = int(kernel_weight.shape[0] ** 0.5)
-    return gate * en + (1 - gate) * carafe_naive(de, masks, kernel_size, 1, scale)
+    return gate * en + (1 - gate) * carafe(de, masks, math.isqrt(kernel_weight.shape[0]), 1, scale)
 
 
 # ----------------------------------------------------------------------------- torch
@@ -122,5 +126,4 @@ def fade_torch(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, ke
     masks = torch.softmax(logits, dim=1, dtype=_accumulate_dtype(logits.dtype))
     del logits
     gate_logits = F.conv2d(de, gate_weight, gate_bias)
-    kernel_size = int(kernel_weight.shape[0] ** 0.5)
-    return carafe_torch(de, masks, kernel_size, 1, scale, gate_logits=gate_logits, en=en)
+    return carafe_torch(de, masks, math.isqrt(kernel_weight.shape[0]), 1, scale, gate_logits=gate_logits, en=en)

@@ -5,10 +5,10 @@ import torch
 
 import fade_triton as ft
 import reference64 as ref
+from util import KERNEL_SHAPES as SHAPES
+from util import KERNEL_SHAPE_IDS as IDS
 from util import WEIGHT_NAMES, assert_close_rel, fade_problem
 
-SHAPES = [(2, 70, 5, 7, 2, 5, 40), (1, 6, 9, 4, 3, 3, 8), (3, 5, 3, 3, 1, 7, 16), (1, 4, 2, 5, 4, 3, 8)]
-IDS = ["b{}c{}h{}w{}s{}k{}e{}".format(*s) for s in SHAPES]
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
 
 

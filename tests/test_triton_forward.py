@@ -11,12 +11,11 @@ import reference64 as ref
 from fade_triton.ops._launch import dot_precision
 from fade_triton.ops.reassemble import reassemble_fwd
 from fade_triton.ops.semi_shift import semi_shift
+from util import KERNEL_SHAPES as SHAPES
+from util import KERNEL_SHAPE_IDS as IDS
 from util import WEIGHT_NAMES, assert_close_rel, fade_problem
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
-# (b, c, h, w, scale, k, emb): C=70 and E=40 leave remainders in every channel loop and block
-SHAPES = [(2, 70, 5, 7, 2, 5, 40), (1, 6, 9, 4, 3, 3, 8), (3, 5, 3, 3, 1, 7, 16), (1, 4, 2, 5, 4, 3, 8)]
-IDS = ["b{}c{}h{}w{}s{}k{}e{}".format(*s) for s in SHAPES]
 
 
 def reference_logits(en, de, w, scale):

@@ -1,6 +1,10 @@
 """Test helpers: random FADE problems and error measures."""
 import torch
 
+# Kernel test shapes (b, c, h, w, scale, k, emb): C=70 and E=40 leave remainders in every
+# channel loop and block; non-square, odd, scale 1-4, K 3/5/7, batch 1-3.
+KERNEL_SHAPES = [(2, 70, 5, 7, 2, 5, 40), (1, 6, 9, 4, 3, 3, 8), (3, 5, 3, 3, 1, 7, 16), (1, 4, 2, 5, 4, 3, 8)]
+KERNEL_SHAPE_IDS = ["b{}c{}h{}w{}s{}k{}e{}".format(*s) for s in KERNEL_SHAPES]
 WEIGHT_NAMES = ("gate_weight", "gate_bias", "en_weight", "en_bias", "de_weight", "kernel_weight", "kernel_bias")
 
 

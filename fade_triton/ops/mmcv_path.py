@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..reference import semi_shift_naive
+from ..reference import fade_naive
 
 _HOW = ("mmcv with compiled CUDA ops is needed for backend='mmcv'; build it on a CUDA machine "
         "with `bash bench/build_mmcv.sh` (see bench/README.md)")
@@ -30,9 +30,5 @@ def carafe_mmcv(features, masks, kernel_size, group_size, scale_factor):
 
 def fade_mmcv(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
     """FADE as the official code computes it: L2H semi-shift in PyTorch, mmcv CARAFE."""
-    import torch.nn.functional as F
-
-    gate = torch.sigmoid(F.interpolate(F.conv2d(de, gate_weight, gate_bias), scale_factor=scale, mode="nearest"))
-    masks = F.softmax(semi_shift_naive(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale), 1)
-    kernel_size = int(kernel_weight.shape[0] ** 0.5)
-    return gate * en + (1 - gate) * carafe_mmcv(de, masks, kernel_size, 1, scale)
+    return fade_naive(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias,
+                      scale, carafe=carafe_mmcv)

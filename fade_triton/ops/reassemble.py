@@ -34,6 +34,37 @@ BLOCK_Q = 32  # low-resolution pixels per program (feature gradient)
 
 
 @triton.jit
+def _output_pixels(pid, H, W, SCALE, BLOCK_P: tl.constexpr):
+    """A block of flattened output pixels: (p, in-range mask, output y/x, low-resolution y/x)."""
+    ow_ = W * SCALE
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    oy = p // ow_
+    ox = p % ow_
+    return p, p < H * SCALE * ow_, oy, ox, oy // SCALE, ox // SCALE
+
+
+@triton.jit
+def _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, mask, acc_dtype: tl.constexpr):
+    """sigmoid of the gate logits (B, 1, H, W) at low-resolution pixels (ly, lx)."""
+    gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + lx.to(tl.int64) * stride_gw,
+                 mask=mask, other=0.0).to(acc_dtype)
+    return 1.0 / (1.0 + tl.exp(-gl))
+
+
+@triton.jit
+def _load_tap(x_base, ly, lx, k, K: tl.constexpr, H, W, c_off, c_mask, p_mask,
+              stride_xc, stride_xh, stride_xw, acc_dtype: tl.constexpr):
+    """Tap k of the K x K window around (ly, lx): x[c, ly + k//K - r, lx + k%K - r] as a
+    (pixels, channels) tile, zero outside the image."""
+    yy = ly + (k // K - K // 2)
+    xx = lx + (k % K - K // 2)
+    inside = p_mask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    v = tl.load(x_base + (yy.to(tl.int64) * stride_xh + xx.to(tl.int64) * stride_xw)[:, None]
+                + c_off[None, :] * stride_xc, mask=inside[:, None] & c_mask[None, :], other=0.0)
+    return v.to(acc_dtype)
+
+
+@triton.jit
 def reassemble_fwd_kernel(
     x_ptr, mask_ptr, gate_ptr, en_ptr, out_ptr,
     C_GROUP, GROUPS, H, W, SCALE,
@@ -54,18 +85,10 @@ def reassemble_fwd_kernel(
     en_ptr: encoder feature (B, C, H*SCALE, W*SCALE) (GATE only). out_ptr: (B, C, H*SCALE, W*SCALE).
     All any strides. Grid: (cdiv(H*SCALE*W*SCALE, BLOCK_P), B * GROUPS).
     """
-    R: tl.constexpr = K // 2
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    pid_p = tl.program_id(0)
     b = (tl.program_id(1) // GROUPS).to(tl.int64)
     g = tl.program_id(1) % GROUPS
-    ow_ = W * SCALE
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_mask = p < H * SCALE * ow_
-    oy = p // ow_
-    ox = p % ow_
-    ly = oy // SCALE
-    lx = ox // SCALE
+    p, p_mask, oy, ox, ly, lx = _output_pixels(tl.program_id(0), H, W, SCALE, BLOCK_P)
     m_ptrs = (mask_ptr + b * stride_mb + (g * K * K).to(tl.int64) * stride_mc
               + oy.to(tl.int64) * stride_mh + ox.to(tl.int64) * stride_mw)
     if SOFTMAX:
@@ -77,9 +100,7 @@ def reassemble_fwd_kernel(
             row_sum += tl.exp(tl.load(m_ptrs + k * stride_mc, mask=p_mask, other=0.0).to(acc_dtype) - row_max)
         inv_sum = 1.0 / row_sum
     if GATE:
-        gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + lx.to(tl.int64) * stride_gw,
-                     mask=p_mask, other=0.0).to(acc_dtype)
-        gate = 1.0 / (1.0 + tl.exp(-gl))
+        gate = _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, p_mask, acc_dtype)
     x_base = x_ptr + b * stride_xb
     for c0 in range(0, C_GROUP, BLOCK_C):
         cg = c0 + tl.arange(0, BLOCK_C)
@@ -90,12 +111,8 @@ def reassemble_fwd_kernel(
             m = tl.load(m_ptrs + k * stride_mc, mask=p_mask, other=0.0).to(acc_dtype)
             if SOFTMAX:
                 m = tl.exp(m - row_max) * inv_sum
-            yy = ly + (k // K - R)
-            xx = lx + (k % K - R)
-            inside = p_mask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            v = tl.load(x_base + (yy.to(tl.int64) * stride_xh + xx.to(tl.int64) * stride_xw)[:, None]
-                        + c_off[None, :] * stride_xc, mask=inside[:, None] & c_mask[None, :], other=0.0)
-            acc += m[:, None] * v.to(acc_dtype)
+            acc += m[:, None] * _load_tap(x_base, ly, lx, k, K, H, W, c_off, c_mask, p_mask,
+                                          stride_xc, stride_xh, stride_xw, acc_dtype)
         io_mask = p_mask[:, None] & c_mask[None, :]
         if GATE:
             e = tl.load(en_ptr + b * stride_eb + (oy.to(tl.int64) * stride_eh + ox.to(tl.int64) * stride_ew)[:, None]
@@ -129,19 +146,11 @@ def reassemble_bwd_mask_kernel(
     any strides; other inputs as in ``reassemble_fwd_kernel``.
     Grid: (cdiv(OH*OW, BLOCK_P), B * GROUPS).
     """
-    R: tl.constexpr = K // 2
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    pid_p = tl.program_id(0)
     b = (tl.program_id(1) // GROUPS).to(tl.int64)
     g = tl.program_id(1) % GROUPS
-    ow_ = W * SCALE
-    n_pix = H * SCALE * ow_
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_mask = p < n_pix
-    oy = p // ow_
-    ox = p % ow_
-    ly = oy // SCALE
-    lx = ox // SCALE
+    n_pix = H * SCALE * W * SCALE
+    p, p_mask, oy, ox, ly, lx = _output_pixels(tl.program_id(0), H, W, SCALE, BLOCK_P)
     kk = tl.arange(0, K2_PAD)
     k_mask = kk < K * K
     tile_mask = p_mask[:, None] & k_mask[None, :]
@@ -156,9 +165,7 @@ def reassemble_bwd_mask_kernel(
         m = m / row_sum[:, None]
         tl.store(lse_ptr + b * n_pix + p, row_max + tl.log(row_sum), mask=p_mask)
     if GATE:
-        gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + lx.to(tl.int64) * stride_gw,
-                     mask=p_mask, other=0.0).to(acc_dtype)
-        gate = 1.0 / (1.0 + tl.exp(-gl))
+        gate = _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, p_mask, acc_dtype)
         en_dot = tl.zeros((BLOCK_P,), acc_dtype)
     d = tl.zeros((BLOCK_P, K2_PAD), acc_dtype)
     x_base = x_ptr + b * stride_xb
@@ -177,13 +184,8 @@ def reassemble_bwd_mask_kernel(
             tl.store(den_ptr + b * stride_nb + (oy.to(tl.int64) * stride_nh + ox.to(tl.int64) * stride_nw)[:, None]
                      + c_off[None, :] * stride_nc, (gate[:, None] * dout).to(den_ptr.dtype.element_ty), mask=io_mask)
         for k in tl.static_range(K * K):
-            yy = ly + (k // K - R)
-            xx = lx + (k % K - R)
-            inside = p_mask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            v = tl.load(x_base + (yy.to(tl.int64) * stride_xh + xx.to(tl.int64) * stride_xw)[:, None]
-                        + c_off[None, :] * stride_xc, mask=inside[:, None] & c_mask[None, :], other=0.0)
-            dk = tl.sum(dout * v.to(acc_dtype), 1)
-            d += tl.where(kk[None, :] == k, dk[:, None], 0.0)
+            v = _load_tap(x_base, ly, lx, k, K, H, W, c_off, c_mask, p_mask, stride_xc, stride_xh, stride_xw, acc_dtype)
+            d += tl.where(kk[None, :] == k, tl.sum(dout * v, 1)[:, None], 0.0)
     if GATE:
         # sum_c dout * u = sum_k m_k D_k, so the gate needs no second pass over the channels
         md = tl.sum(m * d, 1)
@@ -235,9 +237,7 @@ def reassemble_bwd_feat_kernel(
             lx = qx - (k % K - R)
             inside = q_mask & (ly >= 0) & (ly < H) & (lx >= 0) & (lx < W)
             if GATE:
-                gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + lx.to(tl.int64) * stride_gw,
-                             mask=inside, other=0.0).to(acc_dtype)
-                keep = 1.0 - 1.0 / (1.0 + tl.exp(-gl))
+                keep = 1.0 - _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, inside, acc_dtype)
             for sub in range(0, SCALE * SCALE):
                 oy = (ly * SCALE + sub // SCALE).to(tl.int64)
                 ox = (lx * SCALE + sub % SCALE).to(tl.int64)
