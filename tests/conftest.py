@@ -1,15 +1,33 @@
+"""Test configuration.
+
+``FADE_TEST_DEVICE`` picks where the tests run: ``cpu`` (default, CI) runs the Triton kernels
+in Triton's interpreter; ``cuda`` runs them compiled, adds bfloat16 and TF32 cases, and makes
+CUDA the default device for every tensor the tests create.
+"""
 import os
 
-# Triton's CPU interpreter must be chosen before triton is imported anywhere.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+DEVICE_TYPE = os.environ.get("FADE_TEST_DEVICE", "cpu")
+if DEVICE_TYPE == "cpu":
+    # Triton's CPU interpreter must be chosen before triton is imported anywhere.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _device_and_seed():
     torch.manual_seed(0)
+    if DEVICE_TYPE == "cpu":
+        yield
+        return
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    # IEEE float32 everywhere unless a test asks for TF32, so float32 checks mean float32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_default_device(DEVICE_TYPE)
+    yield
+    torch.set_default_device(None)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 @pytest.fixture

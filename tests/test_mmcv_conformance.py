@@ -14,7 +14,8 @@ SHAPES = {"feat": (2, 64, 3, 3), "mask": (2, 100, 6, 6), "output": (2, 64, 6, 6)
 
 
 def load(name):
-    return torch.from_numpy(np.fromfile(DATA / f"carafe_{name}.bin", dtype="<f4").reshape(SHAPES[name]))
+    data = np.fromfile(DATA / f"carafe_{name}.bin", dtype="<f4").reshape(SHAPES[name])
+    return torch.from_numpy(data).to(torch.get_default_device())
 
 
 def test_float64_reference_matches_the_vectors():

@@ -7,9 +7,9 @@ import fade_triton as ft
 import reference64 as ref
 from util import KERNEL_SHAPES as SHAPES
 from util import KERNEL_SHAPE_IDS as IDS
-from util import WEIGHT_NAMES, assert_close_rel, fade_problem
+from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem
 
-TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}  # SPEC.md, Precision
 
 
 def grads_of(fn, inputs, grad_out):
@@ -22,7 +22,7 @@ def triton_fade(en, de, *w, scale):
     return ft.fade(en, de, *w, scale=scale, backend="triton")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_fade_gradients_match_float64_reference(shape, lite, dtype, poisoned):
@@ -106,12 +106,14 @@ def test_training_loop_decreases_the_loss():
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_autocast_float16_with_float32_master_weights():
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_autocast_with_float32_master_weights(dtype):
+    device_type = "cuda" if ON_CUDA else "cpu"
     model = ft.FADE(8, up_kernel_size=3, embedding_dim=16, backend="triton")
     en, de = torch.randn(1, 8, 6, 8), torch.randn(1, 8, 3, 4)
-    with torch.autocast("cpu", dtype=torch.float16):
+    with torch.autocast(device_type, dtype=dtype):
         out = model(en, de)
-    assert out.dtype == torch.float16
+    assert out.dtype == dtype
     out.float().sum().backward()
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32, name

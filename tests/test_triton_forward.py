@@ -13,9 +13,9 @@ from fade_triton.ops.reassemble import reassemble_fwd
 from fade_triton.ops.semi_shift import semi_shift
 from util import KERNEL_SHAPES as SHAPES
 from util import KERNEL_SHAPE_IDS as IDS
-from util import WEIGHT_NAMES, assert_close_rel, fade_problem
+from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem
 
-TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}  # SPEC.md, Precision
 
 
 def reference_logits(en, de, w, scale):
@@ -27,7 +27,7 @@ def reference_logits(en, de, w, scale):
     return hi + ref.up(lo, scale)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_semi_shift_kernel(shape, lite, dtype, poisoned):
@@ -39,7 +39,7 @@ def test_semi_shift_kernel(shape, lite, dtype, poisoned):
     assert_close_rel(logits, reference_logits(en, de, wts, s), TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
     b, c, h, w, s, k, _ = shape
@@ -54,7 +54,7 @@ def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
     assert_close_rel(out, expect, TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_fade_triton_end_to_end(shape, lite, dtype, poisoned):
@@ -65,7 +65,7 @@ def test_fade_triton_end_to_end(shape, lite, dtype, poisoned):
     assert_close_rel(out, ref.fade(en, de, *(wts[n] for n in WEIGHT_NAMES), s), TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("k,groups,scale", [(5, 4, 2), (3, 2, 3), (7, 1, 1)])
 def test_carafe_kernel_groups(k, groups, scale, dtype, poisoned):
     x = torch.randn(2, 72, 5, 6).to(dtype)
@@ -131,6 +131,15 @@ def test_no_high_resolution_tensor_with_e_or_c_channels(lite):
     expected = [(b, 9, h * s, w * s)] if lite else []
     assert high_res_wide("triton") == sorted(expected + [(b, c, h * s, w * s)])
     assert len(high_res_wide("naive")) > len(expected) + 2
+
+
+@pytest.mark.skipif(not ON_CUDA, reason="TF32 exists only on CUDA GPUs (FADE_TEST_DEVICE=cuda)")
+@pytest.mark.parametrize("allow_tf32,tol", [(True, 1e-3), (False, 1e-5)])
+def test_float32_precision_follows_cudnn_setting(allow_tf32, tol, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
+    en, de, wts = fade_problem(2, 64, 16, 12, 2, 5, 64, dtype=torch.float32)
+    out = ft.fade(en, de, *wts.values(), scale=2, backend="triton")
+    assert_close_rel(out, ref.fade(en, de, *(wts[n] for n in WEIGHT_NAMES), 2), tol)
 
 
 def test_tf32_follows_cudnn_setting(monkeypatch):

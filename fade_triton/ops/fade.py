@@ -1,10 +1,16 @@
 """The ``triton`` backend of FADE / FADE-Lite: the semi-shift kernel and the fused
 softmax-reassembly-gate kernel, composed.
 
-Forward memory above inputs and output: the logits (B*K2*sH*sW, fp32), the low-resolution
-decoder logits (B*K2*H*W, fp32), the gate logits (B*H*W) and the folded weights (2*K2*C*9).
-No tensor with E or C channels at high resolution is allocated besides the output.
-Saved for backward: en, de, the folded weights, the logits and the gate logits.
+Forward memory above inputs and output, in elements: the logits ``B*K2*sH*sW`` (fp32), the
+low-resolution decoder logits ``B*K2*H*W`` (fp32, freed at the end of the op), the gate logits
+``B*H*W`` and the folded weights ``2*K2*C*9 + 9*K2``. No tensor with E or C channels at high
+resolution is allocated besides the output.
+
+Saved for backward, beyond the caller's own ``en``, ``de`` and weights:
+``B*K2*sH*sW`` (logits, fp32) + ``B*H*W`` (gate logits) + ``2*K2*C*9 + 9*K2`` (folded weights).
+Backward temporaries: ``B*K2*sH*sW`` (logit gradient) + ``2*B*sH*sW`` (log-sum-exp and gate
+gradient per output pixel, fp32) + the weight-gradient partials ``n_chunks*B*9*K2*C``, where
+``n_chunks = ceil(sH*sW / 4096)``; nothing of size ``C*sH*sW`` besides the gradients returned.
 """
 from __future__ import annotations
 
