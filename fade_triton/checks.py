@@ -55,12 +55,16 @@ def check_scaled_pair(low_name: str, low: torch.Tensor, high_name: str, high: to
         )
 
 
-def check_weight(name: str, w, shape: tuple, like: torch.Tensor) -> None:
+def check_weight(name: str, w, shape: tuple, like: torch.Tensor, autocast: bool = False) -> None:
+    """``w`` must have ``shape`` and ``like``'s device, and ``like``'s dtype unless autocast is on
+    (then it only has to be a float dtype: autocast casts it, as it does for a convolution)."""
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
     if tuple(w.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(w.shape)}")
-    if w.dtype != like.dtype:
+    if autocast and w.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float tensor, got {w.dtype}")
+    if not autocast and w.dtype != like.dtype:
         raise TypeError(f"{name} must have the inputs' dtype {like.dtype}, got {w.dtype}")
     if w.device != like.device:
         raise ValueError(f"{name} must be on the inputs' device {like.device}, got {w.device}")
@@ -114,13 +118,13 @@ def check_fade_args(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weigh
     emb = en_weight.shape[0]
     depthwise = is_depthwise(en_weight, kernel_weight)
     channels = en.shape[1]
-    check_weight("gate_weight", gate_weight, (1, channels, 1, 1), en)
-    check_weight("gate_bias", gate_bias, (1,), en)
-    check_weight("en_weight", en_weight, (emb, channels, 1, 1), en)
-    check_weight("en_bias", en_bias, (emb,), en)
-    check_weight("de_weight", de_weight, (emb, channels, 1, 1), en)
-    check_weight("kernel_weight", kernel_weight, (k2, 1 if depthwise else emb, 3, 3), en)
-    check_weight("kernel_bias", kernel_bias, (k2,), en)
+    shapes = {"gate_weight": (1, channels, 1, 1), "gate_bias": (1,), "en_weight": (emb, channels, 1, 1),
+              "en_bias": (emb,), "de_weight": (emb, channels, 1, 1),
+              "kernel_weight": (k2, 1 if depthwise else emb, 3, 3), "kernel_bias": (k2,)}
+    weights = (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)
+    autocast = torch.is_autocast_enabled(en.device.type)
+    for (name, shape), w in zip(shapes.items(), weights):
+        check_weight(name, w, shape, en, autocast)
     return k, scale, depthwise
 
 

@@ -120,6 +120,9 @@ def test_autocast_with_float32_master_weights(dtype):
         assert torch.isfinite(p.grad).all(), name
     model.backend = "torch"
     assert_close_rel(out, model(en, de).detach(), 1e-2)
+    model.backend = "triton"
+    with torch.autocast(device_type, dtype=dtype):  # half inputs, float32 master weights
+        assert_close_rel(model(en.to(dtype), de.to(dtype)), out, 1e-2)
 
 
 class UpsampleHead(torch.nn.Module):

@@ -25,11 +25,13 @@ from .semi_shift import semi_shift
 
 def fade_triton(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
     weights = (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)
-    if torch.is_autocast_enabled(en.device.type):  # run in the autocast dtype, as a conv would
-        dtype = torch.get_autocast_dtype(en.device.type)
-        en, de = en.to(dtype), de.to(dtype)
-        weights = tuple(w.to(dtype) for w in weights)
-        with torch.autocast(en.device.type, enabled=False):
+    device_type = en.device.type
+    if torch.is_autocast_enabled(device_type):  # cast float32 to the autocast dtype, as a conv would
+        dtype = torch.get_autocast_dtype(device_type)
+        en, de, *weights = (t.to(dtype) if t.dtype == torch.float32 else t for t in (en, de, *weights))
+        if len({t.dtype for t in (en, de, *weights)}) > 1:
+            raise TypeError(f"under autocast, en, de and the weights must be float32 or {dtype}")
+        with torch.autocast(device_type, enabled=False):
             return _fade_triton(en, de, *weights, scale)
     return _fade_triton(en, de, *weights, scale)
 
