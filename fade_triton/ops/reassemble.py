@@ -77,13 +77,18 @@ def reassemble_fwd_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """out[b, c, p] = sum_k m[b, g*K2 + k, p] * x[b, c, p // SCALE + (k // K - R, k % K - R)],
-    g = c // C_GROUP, zero outside the image; m = softmax over k of the mask input if SOFTMAX,
+    R = K // 2, g = c // C_GROUP, zero outside the image; m = softmax over k of the mask input if SOFTMAX,
     else the mask input itself. With GATE: out = s*en + (1-s)*out, s = sigmoid(gate[b, p // SCALE]).
 
     x_ptr: low-resolution features (B, GROUPS*C_GROUP, H, W). mask_ptr: masks or logits
     (B, GROUPS*K*K, H*SCALE, W*SCALE). gate_ptr: gate logits (B, 1, H, W) (GATE only).
     en_ptr: encoder feature (B, C, H*SCALE, W*SCALE) (GATE only). out_ptr: (B, C, H*SCALE, W*SCALE).
-    All any strides. Grid: (cdiv(H*SCALE*W*SCALE, BLOCK_P), B * GROUPS).
+    All any strides: stride_<t><d> are the element strides of x, m(asks), g(ate), e(n) and
+    o(ut) along (b, c, h, w) (the gate's channel dim has size 1 and no stride argument).
+    C_GROUP: channels per group; GROUPS: G; H, W: the low-resolution size; SCALE: s.
+    K: kernel size; SOFTMAX, GATE: as above (gate_ptr/en_ptr may be None without GATE);
+    ACC_FP64: accumulate in fp64 (float64 inputs). BLOCK_P output pixels x BLOCK_C channels a tile.
+    Grid: (cdiv(H*SCALE*W*SCALE, BLOCK_P), B * GROUPS).
     """
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     b = (tl.program_id(1) // GROUPS).to(tl.int64)
@@ -143,7 +148,9 @@ def reassemble_bwd_mask_kernel(
     strides: ``s * dout``; dgate_ptr (B, OH*OW) contiguous: s(1-s) * sum_c dout*(en - u), the
     gate-logit gradient before the sum over each pixel's s*s copies. With SOFTMAX writes
     lse_ptr (B, OH*OW) contiguous: the log-sum-exp of the logits. dout_ptr: (B, C, OH, OW)
-    any strides; other inputs as in ``reassemble_fwd_kernel``.
+    any strides (stride_d*), den any strides (stride_n*); other arguments as in
+    ``reassemble_fwd_kernel``. K2_PAD: K*K rounded up to a power of two (the register tile of
+    masks and D). The channel loop is the outer loop, so each dout tile is read once.
     Grid: (cdiv(OH*OW, BLOCK_P), B * GROUPS).
     """
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
@@ -213,7 +220,8 @@ def reassemble_bwd_feat_kernel(
 
     A gather: each program owns its low-resolution pixels, so no two programs write one
     element. m = exp(logit - lse) if SOFTMAX (lse_ptr: (B, OH*OW) contiguous), else the mask
-    input. (1 - s) only with GATE. dx_ptr: (B, C, H, W), any strides.
+    input. (1 - s) only with GATE. dx_ptr: (B, C, H, W), any strides (stride_x*); other
+    arguments as in ``reassemble_fwd_kernel``; BLOCK_Q low-resolution pixels x BLOCK_C channels.
     Grid: (cdiv(H*W, BLOCK_Q), B * GROUPS).
     """
     R: tl.constexpr = K // 2

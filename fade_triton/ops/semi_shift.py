@@ -43,6 +43,11 @@ def conv3x3_fwd_kernel(
     only where tap t lands inside the image (the folded compressor bias). bias_ptr: (C_OUT,).
     lo_ptr: low-resolution addend (B, C_OUT, H // SCALE, W // SCALE), any strides.
     out_ptr: (B, C_OUT, H, W), any strides; accumulated in fp32 (fp64 if ACC_FP64).
+    C_IN, C_OUT, H, W: sizes (H, W of the output = of x). SCALE: lo's upsampling factor.
+    stride_<t><d>: element strides of x, w, lo, out along their dims (b/o, c/i, h, w).
+    HAS_TAP_BIAS, HAS_BIAS, HAS_LO: which optional terms exist (their pointers may be None).
+    INPUT_PRECISION: tl.dot's, "tf32" or "ieee" (float32 only). BLOCK_P pixels x BLOCK_CI input
+    channels x BLOCK_CO output channels per dot (each >= 16).
     Grid: (cdiv(H*W, BLOCK_P), B, cdiv(C_OUT, BLOCK_CO)).
     """
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
@@ -102,6 +107,9 @@ def conv3x3_bwd_weight_kernel(
     (B, C_IN, H, W), any strides, cast to grad's dtype. partial_ptr: contiguous fp32/fp64
     (n_chunks, B, 9, C_OUT, C_IN); the caller sums over (chunk, b) in a fixed order, so the
     result is deterministic (no atomics). PIX_PER_PROG: pixels per chunk, a multiple of BLOCK_P.
+    C_IN, C_OUT, H, W: sizes. stride_<t><d>: element strides of grad and x (b, c, h, w).
+    ACC_FP64, INPUT_PRECISION: as in ``conv3x3_fwd_kernel``. BLOCK_CO >= C_OUT (one block: the
+    output channels are FADE's K2); BLOCK_P pixels and BLOCK_CI input channels per dot.
     Grid: (n_chunks, B, 9 * cdiv(C_IN, BLOCK_CI)).
     """
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
