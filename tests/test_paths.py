@@ -99,3 +99,13 @@ def test_gradcheck_carafe(backend):
     x = torch.randn(1, 4, 3, 4, dtype=torch.float64, requires_grad=True)
     m = torch.rand(1, 2 * 9, 6, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, m: ft.carafe(x, m, 3, 2, 2, backend=backend), (x, m))
+
+
+@pytest.mark.parametrize("backend", ["naive", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_fade_half_precision_pure_pytorch(backend, dtype):
+    """The pure-PyTorch paths in half precision, on any device (bfloat16 included on CPU)."""
+    en, de, wts = fade_problem(2, 8, 6, 5, 2, 5, 16, dtype=dtype)
+    out = run_fade(en, de, wts, 2, backend)
+    assert out.dtype == dtype
+    assert_close_rel(out, ref.fade(en, de, *(wts[n] for n in WEIGHT_NAMES), 2), 1e-2)
