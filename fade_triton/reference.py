@@ -118,9 +118,10 @@ def carafe_torch(features, masks, kernel_size, group_size, scale_factor, gate_lo
 def fade_torch(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
     """FADE on the memory-lean torch path.
 
-    Peak temporaries above inputs and output, in elements:
-    ``B*E*sH*sW`` (enc) + ``2*B*K2*sH*sW`` (logits, masks) + ``B*C*(H+2r)*(W+2r)`` (padded de)
-    + ``B*C*H*W`` (one phase accumulator), float32 where the inputs are half.
+    Temporaries above inputs and output, in elements, at most (not all alive at once):
+    ``B*E*sH*sW`` (enc, freed after its 3x3) + ``2*B*K2*sH*sW`` (logits, masks) +
+    ``B*C*(H+2r)*(W+2r)`` (padded de) + ``2*B*C*H*W`` (one phase's accumulator and its
+    blend), float32 where the inputs are half. Nothing of size ``B*K2*C*sH*sW`` or ``B*C*K2*H*W``.
     """
     logits = semi_shift_torch(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale)
     masks = torch.softmax(logits, dim=1, dtype=_accumulate_dtype(logits.dtype))
