@@ -70,6 +70,20 @@ def test_backward_is_bitwise_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
+def test_frozen_inputs_get_no_gradient_and_the_rest_are_unchanged():
+    """Backward skips the gradients autograd does not ask for (a frozen encoder's en, frozen
+    weights) without changing the others."""
+    en, de, wts = fade_problem(1, 6, 4, 5, 2, 3, 8, dtype=torch.float32)
+    grad_out = torch.randn(en.shape)
+    full = grads_of(lambda *a: triton_fade(*a, scale=2), [en, de, *wts.values()], grad_out)
+    de_ = de.clone().requires_grad_()
+    w = {n: t.clone().requires_grad_(n.startswith("kernel")) for n, t in wts.items()}
+    triton_fade(en, de_, *w.values(), scale=2).backward(grad_out)
+    assert torch.equal(de_.grad, full[1])
+    assert torch.equal(w["kernel_weight"].grad, full[7]) and torch.equal(w["kernel_bias"].grad, full[8])
+    assert all(t.grad is None for n, t in w.items() if not n.startswith("kernel"))
+
+
 def test_saves_nothing_larger_than_the_logits_beyond_its_inputs():
     """Saved beyond the caller's tensors: the K2-channel logits, the low-resolution gate logits
     and the folded weights (K2*C*9): nothing with C channels at high resolution."""
@@ -136,8 +150,11 @@ class UpsampleHead(torch.nn.Module):
 
 
 @pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
-def test_torch_compile_fullgraph(compiler):
-    """The Triton launchers are torch.library custom ops, so the graph has no break."""
+def test_torch_compile_fullgraph(compiler, tmp_path, monkeypatch):
+    """The Triton launchers are torch.library custom ops, so the graph has no break. Inductor
+    gets a fresh cache directory: its on-disk cache does not key on a custom op's schema, so
+    code compiled for an older version of these ops could otherwise be replayed."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     model = UpsampleHead()
     en, de = torch.randn(1, 8, 8, 6), torch.randn(1, 8, 4, 3)
     eager = grads_of(lambda en: model(en, de), [en], torch.ones(1, 8, 8, 6))[0]
@@ -158,12 +175,16 @@ def test_activation_checkpointing():
 
 def test_custom_op_registrations():
     from fade_triton.ops.reassemble import reassemble_fwd
-    from fade_triton.ops.semi_shift import semi_shift_fwd
+    from fade_triton.ops.semi_shift import semi_shift_bwd, semi_shift_fwd
 
     en, de, wts = fade_problem(1, 4, 3, 2, 2, 3, emb=8, dtype=torch.float32)
     w = torch.randn(9, 4, 3, 3, requires_grad=True)
     args = (en.requires_grad_(), de, w, torch.randn(9, 9), torch.randn(9, 4, 3, 3), torch.randn(9), 2)
     torch.library.opcheck(semi_shift_fwd, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    grad = torch.randn(1, 9, 6, 4)
+    for needs in ([True] * 6, [False, True, False, True, False, True]):
+        torch.library.opcheck(semi_shift_bwd, (grad, en.detach(), de, args[2].detach(), args[4], 2, needs),
+                              test_utils=("test_schema", "test_faketensor"))
     masks = torch.randn(1, 9, 6, 4, requires_grad=True)
     gate = torch.randn(1, 1, 3, 2)
     for call in [(de, masks, gate, en, 3, 1, 2, True), (de, masks, None, None, 3, 1, 2, False)]:

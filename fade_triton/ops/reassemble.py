@@ -319,29 +319,31 @@ def reassemble_bwd(dout: torch.Tensor, x: torch.Tensor, masks: torch.Tensor, gat
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     dx = torch.empty_like(x)
     dmasks = torch.empty(masks.shape, dtype=masks.dtype, device=masks.device)
-    den = torch.empty_like(en) if en is not None else x.new_empty(0)
+    den = torch.empty_like(en) if en is not None else None
     dgate_hi = torch.empty((b, oh * ow), dtype=acc, device=x.device) if gate is not None else None
     lse = torch.empty((b, oh * ow), dtype=acc, device=x.device) if softmax else None
-    if dx.numel() == 0 or dmasks.numel() == 0:
-        dgate = torch.zeros_like(gate) if gate is not None else x.new_empty(0)
-        return dx.zero_(), dmasks.zero_(), dgate, den.zero_()
-    c_group = c // group_size
-    block_c = min(64, next_pow2(c_group, 16))
-    flags = dict(K=kernel_size, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)
-    reassemble_bwd_mask_kernel[(triton.cdiv(oh * ow, BLOCK_P), b * group_size)](
-        x, masks, gate, en, dout, dmasks, den, dgate_hi, lse, c_group, group_size, h, w, scale,
-        *x.stride(), *masks.stride(), *_gate_strides(gate), *_strides(en), *dout.stride(), *_strides(den if en is not None else None),
-        K2_PAD=next_pow2(kernel_size**2, 16), BLOCK_P=BLOCK_P, BLOCK_C=block_c, **flags,
-    )
-    reassemble_bwd_feat_kernel[(triton.cdiv(h * w, BLOCK_Q), b * group_size)](
-        masks, lse, gate, dout, dx, c_group, group_size, h, w, scale,
-        *masks.stride(), *_gate_strides(gate), *dout.stride(), *dx.stride(),
-        BLOCK_Q=BLOCK_Q, BLOCK_C=block_c, **flags,
-    )
-    if gate is None:
-        return dx, dmasks, x.new_empty(0), den
-    # each low-resolution gate logit feeds its s*s output pixels
-    return dx, dmasks, dgate_hi.view(b, 1, h, scale, w, scale).sum((3, 5)).to(gate.dtype), den
+    if dx.numel() and dmasks.numel():
+        c_group = c // group_size
+        block_c = min(64, next_pow2(c_group, 16))
+        flags = dict(K=kernel_size, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)
+        reassemble_bwd_mask_kernel[(triton.cdiv(oh * ow, BLOCK_P), b * group_size)](
+            x, masks, gate, en, dout, dmasks, den, dgate_hi, lse, c_group, group_size, h, w, scale,
+            *x.stride(), *masks.stride(), *_gate_strides(gate), *_strides(en), *dout.stride(), *_strides(den),
+            K2_PAD=next_pow2(kernel_size**2, 16), BLOCK_P=BLOCK_P, BLOCK_C=block_c, **flags,
+        )
+        reassemble_bwd_feat_kernel[(triton.cdiv(h * w, BLOCK_Q), b * group_size)](
+            masks, lse, gate, dout, dx, c_group, group_size, h, w, scale,
+            *masks.stride(), *_gate_strides(gate), *dout.stride(), *dx.stride(),
+            BLOCK_Q=BLOCK_Q, BLOCK_C=block_c, **flags,
+        )
+    else:  # nothing to reduce over: every gradient is zero
+        for t in (dx, dmasks, den, dgate_hi):
+            if t is not None:
+                t.zero_()
+    # each low-resolution gate logit feeds its s*s output pixels (custom-op outputs may not
+    # alias one another, so each absent gradient is its own 0-element tensor)
+    dgate = dgate_hi.view(b, 1, h, scale, w, scale).sum((3, 5)).to(gate.dtype) if gate is not None else x.new_empty(0)
+    return dx, dmasks, dgate, den if den is not None else x.new_empty(0)
 
 
 @reassemble_bwd.register_fake

@@ -244,22 +244,25 @@ def _(en, de, w_en, tap_bias, w_de, bias, scale):
 
 @torch.library.custom_op("fade_triton::semi_shift_bwd", mutates_args=())
 def semi_shift_bwd(grad: torch.Tensor, en: torch.Tensor, de: torch.Tensor, w_en: torch.Tensor,
-                   w_de: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                             torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (en, de, w_en, tap_bias, w_de, bias) of ``semi_shift_fwd``. Temporaries: the
-    low-resolution logit gradient (B*K2*H*W) and the weight-gradient partials."""
+                   w_de: torch.Tensor, scale: int, needs: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                               torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (en, de, w_en, tap_bias, w_de, bias) of ``semi_shift_fwd``; the i-th is computed
+    only where ``needs[i]`` (else a 0-element tensor). Temporaries: the low-resolution logit
+    gradient (B*K2*H*W) and the weight-gradient partials."""
     b, k2, oh, ow = grad.shape
     grad_lo = grad.unflatten(3, (ow // scale, scale)).unflatten(2, (oh // scale, scale)).sum((3, 5))
-    return (conv3x3_bwd_input(grad, w_en, en.dtype), conv3x3_bwd_input(grad_lo, w_de, de.dtype),
-            conv3x3_bwd_weight(grad, en).to(w_en.dtype), tap_bias_grad(grad).to(w_en.dtype),
-            conv3x3_bwd_weight(grad_lo, de).to(w_de.dtype), grad.sum((0, 2, 3)) + grad_lo.sum((0, 2, 3)))
+    grads = (lambda: conv3x3_bwd_input(grad, w_en, en.dtype), lambda: conv3x3_bwd_input(grad_lo, w_de, de.dtype),
+             lambda: conv3x3_bwd_weight(grad, en).to(w_en.dtype), lambda: tap_bias_grad(grad).to(w_en.dtype),
+             lambda: conv3x3_bwd_weight(grad_lo, de).to(w_de.dtype),
+             lambda: grad.sum((0, 2, 3)) + grad_lo.sum((0, 2, 3)))
+    return tuple(g() if need else grad.new_empty(0) for g, need in zip(grads, needs))
 
 
 @semi_shift_bwd.register_fake
-def _(grad, en, de, w_en, w_de, scale):
+def _(grad, en, de, w_en, w_de, scale, needs):
     k2 = w_en.shape[0]
-    return (en.new_empty(en.shape), de.new_empty(de.shape), w_en.new_empty(w_en.shape),
-            w_en.new_empty((k2, 9)), w_de.new_empty(w_de.shape), w_en.new_empty((k2,)))
+    shapes = (en, de, w_en, w_en.new_empty((k2, 9)), w_de, w_en.new_empty((k2,)))
+    return tuple(t.new_empty(t.shape) if need else grad.new_empty(0) for t, need in zip(shapes, needs))
 
 
 def _semi_shift_setup_context(ctx, inputs, output):
@@ -269,7 +272,9 @@ def _semi_shift_setup_context(ctx, inputs, output):
 
 
 def _semi_shift_backward(ctx, grad):
-    return *semi_shift_bwd(grad, *ctx.saved_tensors, ctx.scale), None
+    needs = list(ctx.needs_input_grad[:6])
+    grads = semi_shift_bwd(grad, *ctx.saved_tensors, ctx.scale, needs)
+    return *(g if need else None for g, need in zip(grads, needs)), None
 
 
 semi_shift_fwd.register_autograd(_semi_shift_backward, setup_context=_semi_shift_setup_context)
