@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .providers import BASELINES, OURS  # noqa: E402
+
 COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_compiled": "#9467bd",
           "mmcv": "#2ca02c", "bilinear": "#bcbd22"}
 STYLE = {"bilinear": ":", "naive": "--", "naive_compiled": "--", "mmcv": "-."}
@@ -45,8 +47,7 @@ def _speedup_bars(ax, rows):
     """Bars: each of our providers' speed-up over each baseline, per resolution."""
     by = {(r["provider"], r["size"]): r["ms_median"] for r in rows}
     sizes = sorted({r["size"] for r in rows})
-    pairs = [(o, b) for o in ("triton", "torch") for b in ("naive", "naive_compiled", "mmcv")
-             if any((o, s) in by and (b, s) in by for s in sizes)]
+    pairs = [(o, b) for o in OURS for b in BASELINES if any((o, s) in by and (b, s) in by for s in sizes)]
     width = 0.8 / max(len(pairs), 1)
     for i, (ours, base) in enumerate(pairs):
         both = [j for j, s in enumerate(sizes) if (ours, s) in by and (base, s) in by]
