@@ -33,12 +33,29 @@ def triton_installed() -> bool:
 
 
 def triton_supports(device: torch.device) -> bool:
-    """Whether the Triton kernels can run on tensors of ``device``."""
+    """Whether the Triton kernels can run on tensors of ``device``: CUDA, or CPU under Triton's
+    interpreter outside torch.compile / torch.export (interpreted kernels cannot be compiled)."""
     if not triton_installed():
         return False
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and interpreter_enabled()
+    return device.type == "cpu" and interpreter_enabled() and not torch.compiler.is_compiling()
+
+
+def float32_conv_precision() -> str:
+    """"tf32" or "ieee": what PyTorch's own float32 convolutions use on CUDA, and so what the
+    Triton kernels' float32 dot products use (SPEC.md, Precision). Reads the newer
+    ``torch.backends.cudnn.conv.fp32_precision`` API where it exists ("none" defers to the
+    parent setting, and all "none" means IEEE), else the legacy ``cudnn.allow_tf32``."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    level = getattr(conv, "fp32_precision", None)
+    if level is None:
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    for value in (level, getattr(torch.backends.cudnn, "fp32_precision", "none"),
+                  getattr(torch.backends, "fp32_precision", "none")):
+        if value != "none":
+            return value
+    return "ieee"
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -54,6 +71,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "triton" and not triton_supports(device):
         if not triton_installed():
             raise RuntimeError("backend='triton' needs the 'triton' package (pip install triton)")
+        if device.type == "cpu" and interpreter_enabled():
+            raise RuntimeError("backend='triton' under torch.compile / torch.export needs CUDA tensors: Triton's "
+                               "CPU interpreter cannot be compiled; use backend='torch' (or 'auto') on CPU")
         raise RuntimeError(
             f"backend='triton' cannot run on {device.type} tensors: use CUDA tensors, or set "
             "TRITON_INTERPRET=1 before triton is imported to run the kernels in Triton's CPU "

@@ -55,6 +55,20 @@ def check_scaled_pair(low_name: str, low: torch.Tensor, high_name: str, high: to
         )
 
 
+def check_encoder_size(de: torch.Tensor, en: torch.Tensor, scale: int) -> None:
+    """``en`` is ``scale`` times ``de`` in H and W, or smaller by less than ``scale`` (what a
+    backbone gives for sizes that are not multiples of its stride: 65 -> 129 at scale 2)."""
+    if en.shape[0] != de.shape[0]:
+        raise ValueError(f"en and de batch sizes differ: {tuple(en.shape)} vs {tuple(de.shape)}")
+    for dim, name in ((2, "H"), (3, "W")):
+        full = de.shape[dim] * scale
+        if not full - scale < en.shape[dim] <= full:
+            raise ValueError(
+                f"en must be scale={scale} times de in H and W, or smaller by less than {scale}: de is "
+                f"{tuple(de.shape)}, so en's {name} must be in ({full - scale}, {full}] (exactly {full} when "
+                f"sizes are multiples of the stride), got en {tuple(en.shape)}")
+
+
 def check_weight(name: str, w, shape: tuple, like: torch.Tensor, autocast: bool = False) -> None:
     """``w`` must have ``shape`` and ``like``'s device, and ``like``'s dtype unless autocast is on
     (then it only has to be a float dtype: autocast casts it, as it does for a convolution)."""
@@ -106,7 +120,7 @@ def check_fade_args(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weigh
             f"en and de must have the same channels (the gate blends them), got en {tuple(en.shape)} "
             f"and de {tuple(de.shape)}"
         )
-    check_scaled_pair("de", de, "en", en, scale)
+    check_encoder_size(de, en, scale)
     if not isinstance(kernel_weight, torch.Tensor) or kernel_weight.dim() != 4:
         raise ValueError("kernel_weight must be a 4-dim tensor (K*K, E, 3, 3) or (K*K, 1, 3, 3)")
     k2 = kernel_weight.shape[0]

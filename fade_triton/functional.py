@@ -1,9 +1,15 @@
 """Functional API: the whole FADE forward given its weights, and a standalone CARAFE.
 
 Every call validates its arguments (``fade_triton.checks``), resolves the backend in one
-place (``fade_triton.backend.resolve_backend``) and dispatches to one implementation.
+place (``fade_triton.backend.resolve_backend``) and dispatches to one implementation: the
+``triton`` and ``torch`` backends run the operators ``fade_triton::fade`` /
+``fade_triton::carafe`` (Triton kernels, or the pure-PyTorch implementation), ``naive`` and
+``mmcv`` are plain compositions of PyTorch (and mmcv) calls.
 """
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
 
 import torch
 
@@ -11,13 +17,17 @@ from . import reference
 from .backend import resolve_backend
 from .checks import check_carafe_args, check_fade_args
 
+WeightPacker = Callable[[tuple, torch.dtype], object]
+
 
 def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias,
          scale: int = 2, backend: str = "auto") -> torch.Tensor:
     """FADE (or FADE-Lite) upsampling of ``de`` guided by ``en`` (SPEC.md).
 
     Args:
-        en: encoder feature, (B, C, sH, sW).
+        en: encoder feature, (B, C, sH, sW); it may be smaller than ``scale`` x ``de`` by less
+            than ``scale`` in H or W (e.g. 129 for 65 at scale 2): the output then has en's
+            size and output pixel (y, x) uses ``de`` at (y // scale, x // scale).
         de: decoder feature, (B, C, H, W); same dtype and device as ``en``.
         gate_weight, gate_bias: gate 1x1 conv, (1, C, 1, 1) and (1,).
         en_weight, en_bias: encoder compressor, (E, C, 1, 1) and (E,). FADE-Lite: E = K*K.
@@ -28,23 +38,58 @@ def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_w
         backend: "auto", "triton", "torch", "naive" or "mmcv" (see fade_triton.backend).
 
     Returns:
-        (B, C, sH, sW) in the inputs' dtype, laid out like ``en``.
+        (B, C, OH, OW) (en's spatial size) in the inputs' dtype, laid out like ``en``.
     """
-    _, scale, _ = check_fade_args(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight,
-                                  kernel_weight, kernel_bias, scale)
-    args = (en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale)
-    name = resolve_backend(backend, en.device)
-    if name == "triton":
-        from .ops.fade import fade_triton
+    return fade_with_packer(en, de, (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight,
+                                     kernel_bias), scale, backend, pack_weights)
 
-        return fade_triton(*args)
+
+def pack_weights(weights: tuple, dtype: torch.dtype):
+    """The Triton kernels' prepared weights (uncached: the modules cache them per weight version)."""
+    from .ops.packing import pack_semi_shift_weights
+
+    return pack_semi_shift_weights(*weights, dtype=dtype)
+
+
+def fade_with_packer(en, de, weights: tuple, scale, backend: str, pack: WeightPacker) -> torch.Tensor:
+    """``fade`` with the Triton weight preparation supplied by the caller (the modules pass a
+    cached one)."""
+    _, scale, _ = check_fade_args(en, de, *weights, scale)
+    name = resolve_backend(backend, en.device)
+    if name == "naive":
+        return reference.fade_naive(en, de, *weights, scale)
     if name == "mmcv":
         from .ops.mmcv_path import fade_mmcv
 
-        return fade_mmcv(*args)
-    if name == "naive":
-        return reference.fade_naive(*args)
-    return reference.fade_torch(*args)
+        return fade_mmcv(en, de, *weights, scale)
+    from .ops.fade import fade as fade_op
+
+    en, de, *weights = autocast_inputs(en, de, *weights)
+    use_triton = name == "triton"
+    packed = pack(tuple(weights), en.dtype) if use_triton else None
+    with autocast_off(en.device.type):
+        return fade_op(en, de, *weights, scale, packed, use_triton)
+
+
+def autocast_inputs(*tensors):
+    """Under autocast, float32 tensors in the autocast dtype (as a convolution would cast
+    them); the operators then run with autocast off. Otherwise the tensors as they are."""
+    device_type = tensors[0].device.type
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = tuple(t.to(dtype) if t.dtype == torch.float32 else t for t in tensors)
+    if len({t.dtype for t in cast}) > 1:
+        raise TypeError(f"under autocast, en, de and the weights must be float32 or {dtype}, "
+                        f"got {sorted({str(t.dtype) for t in tensors})}")
+    return cast
+
+
+def autocast_off(device_type: str):
+    """Autocast switched off for the operator call (a no-op where autocast is not on)."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def carafe(features, masks, kernel_size: int, group_size: int = 1, scale_factor: int = 2,
@@ -66,14 +111,14 @@ def carafe(features, masks, kernel_size: int, group_size: int = 1, scale_factor:
     kernel_size, group_size, scale_factor = check_carafe_args(features, masks, kernel_size, group_size, scale_factor)
     args = (features, masks, kernel_size, group_size, scale_factor)
     name = resolve_backend(backend, features.device)
-    if name == "triton":
-        from .ops.reassemble import carafe_triton
-
-        return carafe_triton(*args)
     if name == "mmcv":
         from .ops.mmcv_path import carafe_mmcv
 
         return carafe_mmcv(*args)
     if name == "naive":
         return reference.carafe_naive(*args)
-    return reference.carafe_torch(*args)
+    from .ops.carafe import carafe as carafe_op
+
+    features, masks = autocast_inputs(features, masks)
+    with autocast_off(features.device.type):
+        return carafe_op(features, masks, kernel_size, group_size, scale_factor, name == "triton")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backend import BACKENDS, resolve_backend
 from .checkpoint import convert_eccv_state_dict
-from .functional import fade
+from .functional import fade_with_packer, pack_weights
 
 
 class GateGenerator(nn.Module):
@@ -64,10 +65,13 @@ class FADE(nn.Module):
             raise ValueError(f"up_kernel_size must be a positive odd int, got {up_kernel_size}")
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be an int >= 1, got {scale}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.in_channels = in_channels_en
         self.scale = int(scale)
         self.up_kernel_size = up_kernel_size
         self.backend = backend
+        self._packed = None  # (key, pinned storages, PackedWeights): see _cached_pack
         self.gate_generator = GateGenerator(in_channels_en)
         self.ker_generator = SemiShift(in_channels_en, embedding_dim, up_kernel_size, self._depthwise)
         self.reset_parameters()
@@ -93,15 +97,44 @@ class FADE(nn.Module):
             if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
                 raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
                                  f"got {name} of shape {tuple(t.shape)}")
+        return fade_with_packer(en, de, self.weights(), self.scale, self.backend, self._cached_pack)
+
+    def weights(self) -> tuple:
+        """The seven weights in ``fade_triton.fade``'s order."""
         gen = self.ker_generator
-        return fade(en, de, self.gate_generator.conv.weight, self.gate_generator.conv.bias,
-                    gen.compressor_en.weight, gen.compressor_en.bias, gen.compressor_de.weight,
-                    gen.content_encoder.weight, gen.content_encoder.bias,
-                    scale=self.scale, backend=self.backend)
+        return (self.gate_generator.conv.weight, self.gate_generator.conv.bias, gen.compressor_en.weight,
+                gen.compressor_en.bias, gen.compressor_de.weight, gen.content_encoder.weight,
+                gen.content_encoder.bias)
+
+    def _cached_pack(self, weights: tuple, dtype: torch.dtype):
+        """The Triton kernels' folded weights, prepared once per weight version from the module's
+        own parameters (``weights`` may be autocast copies): the key holds each parameter's
+        storage and version counter (bumped by optimizer steps, ``load_state_dict`` and any
+        in-place change) and the compute dtype; the cache pins the storages it was made from, so
+        their memory cannot be reused under the same address. Under torch.compile / export the
+        preparation is traced instead (a few small ops in the graph)."""
+        params = self.weights()
+        if torch.compiler.is_compiling():
+            return pack_weights(params, dtype)
+        try:
+            key = (dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in params))
+        except RuntimeError:  # inference tensors have no version counter: no caching
+            return pack_weights(params, dtype)
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, [w.detach() for w in params], pack_weights(params, dtype))
+        return self._packed[2]
+
+    def __getstate__(self):  # the cache is derived state: not pickled or deep-copied
+        return {**super().__getstate__(), "_packed": None}
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, scale={self.scale}, "
-                f"up_kernel_size={self.up_kernel_size}, backend={self.backend!r}")
+        device = self.gate_generator.conv.weight.device
+        try:
+            resolved = resolve_backend(self.backend, device)
+        except RuntimeError as err:
+            resolved = f"unavailable: {err}"
+        return (f"in_channels={self.in_channels}, scale={self.scale}, up_kernel_size={self.up_kernel_size}, "
+                f"backend={self.backend!r} ({resolved} on {device.type})")
 
 
 class FADELite(FADE):

@@ -1,6 +1,7 @@
 """Peak-memory measurement for memory-profiling experiments (used by bench/, notebooks/, tests/).
 
-``peak_memory(fn, device)`` runs ``fn()`` once and returns the peak number of bytes allocated
+``recorded_triton_launches()`` lists the Triton kernels a block launches (optionally without
+running them). ``peak_memory(fn, device)`` runs ``fn()`` once and returns the peak number of bytes allocated
 *during* the call above what was allocated before it (so the inputs do not count; the output
 does, while it is alive).
 
@@ -13,7 +14,9 @@ does, while it is alive).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -39,3 +42,34 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
         live += e.nbytes()
         peak = max(peak, live)
     return peak
+
+
+@contextlib.contextmanager
+def recorded_triton_launches(run: bool = True) -> Iterator[list]:
+    """Within the block, every Triton kernel launch is appended to the yielded list as
+    ``(kernel name, grid)``; with ``run=False`` the kernels are not executed (their outputs keep
+    whatever ``torch.empty`` gave), which isolates the host work of a call. Works for compiled
+    kernels and under Triton's interpreter."""
+    from triton.runtime.jit import JITFunction
+
+    classes = [JITFunction]
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        from triton.runtime.interpreter import InterpretedFunction
+
+        classes.append(InterpretedFunction)
+    launches: list = []
+    originals = {cls: cls.run for cls in classes}
+
+    def recorder(original):
+        def record(self, *args, grid, warmup=False, **kwargs):
+            launches.append((self.fn.__name__, grid))
+            return original(self, *args, grid=grid, warmup=warmup, **kwargs) if run else None
+        return record
+
+    for cls in classes:
+        cls.run = recorder(originals[cls])
+    try:
+        yield launches
+    finally:
+        for cls, original in originals.items():
+            cls.run = original

@@ -21,13 +21,17 @@ def _device_and_seed():
     if DEVICE_TYPE == "cpu":
         yield
         return
-    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    # IEEE float32 everywhere unless a test asks for TF32, so float32 checks mean float32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    # IEEE float32 everywhere unless a test asks for TF32, so float32 checks mean float32 (the
+    # newer precision API: reading the legacy allow_tf32 flags raises once it has been used)
+    flags = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    saved = [f.fp32_precision for f in flags]
+    for f in flags:
+        f.fp32_precision = "ieee"
     torch.set_default_device(DEVICE_TYPE)
     yield
     torch.set_default_device(None)
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    for f, value in zip(flags, saved):
+        f.fp32_precision = value
 
 
 @pytest.fixture

@@ -29,29 +29,34 @@ def conv3x3(x, weight, bias, groups=1):
 
 
 def reassemble(x, masks, k, s, groups=1):
-    """SPEC.md: out[b,c,y,x'] = sum_ij masks[b, g*K2 + i*K+j, y, x'] * x[b, c, y//s+i-r, x'//s+j-r]."""
+    """SPEC.md: out[b,c,y,x'] = sum_ij masks[b, g*K2 + i*K+j, y, x'] * x[b, c, y//s+i-r, x'//s+j-r].
+    The output has the masks' size, which may be smaller than s x x's (then cropped)."""
     b, c, h, w = x.shape
+    oh, ow = masks.shape[2:]
     r = k // 2
     xp = F.pad(x, (r, r, r, r))
     cg = c // groups
-    out = torch.zeros(b, c, h * s, w * s, dtype=x.dtype)
+    out = torch.zeros(b, c, oh, ow, dtype=x.dtype)
     for ch in range(c):
         g = ch // cg
         for i in range(k):
             for j in range(k):
-                shifted = up(xp[:, ch:ch + 1, i:i + h, j:j + w], s)
+                shifted = up(xp[:, ch:ch + 1, i:i + h, j:j + w], s)[..., :oh, :ow]
                 out[:, ch:ch + 1] += masks[:, g * k * k + i * k + j:g * k * k + i * k + j + 1] * shifted
     return out
 
 
 def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
-    """FADE forward (FADE-Lite when kernel_weight is depthwise (K2, 1, 3, 3) and E == K2)."""
+    """FADE forward (FADE-Lite when kernel_weight is depthwise (K2, 1, 3, 3) and E == K2). An ``en``
+    smaller than scale x ``de`` (by less than scale) crops every upsampled map to its size."""
     args = [t.double() for t in (en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)]
     en, de, gw, gb, we, be, wd, wk, bk = args
     k2 = wk.shape[0]
     k = int(round(k2 ** 0.5))
     groups = k2 if (wk.shape[1] == 1 and we.shape[0] == k2 and k2 > 1) else 1
-    gate = torch.sigmoid(up(conv1x1(de, gw, gb), scale))
-    logits = conv3x3(conv1x1(en, we, be), wk, bk, groups) + up(conv3x3(conv1x1(de, wd), wk, bk, groups), scale)
+    oh, ow = en.shape[2:]
+    gate = torch.sigmoid(up(conv1x1(de, gw, gb), scale)[..., :oh, :ow])
+    logits = (conv3x3(conv1x1(en, we, be), wk, bk, groups)
+              + up(conv3x3(conv1x1(de, wd), wk, bk, groups), scale)[..., :oh, :ow])
     masks = torch.softmax(logits, dim=1)
     return gate * en + (1 - gate) * reassemble(de, masks, k, scale)

@@ -109,3 +109,24 @@ def test_fade_half_precision_pure_pytorch(backend, dtype):
     out = run_fade(en, de, wts, 2, backend)
     assert out.dtype == dtype
     assert_close_rel(out, ref.fade(en, de, *(wts[n] for n in WEIGHT_NAMES), 2), 1e-2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale,crop", [(2, (1, 1)), (3, (2, 1)), (4, (0, 3))], ids=["s2-1-1", "s3-2-1", "s4-0-3"])
+def test_encoder_smaller_than_scale_times_decoder(backend, scale, crop, poisoned):
+    """A backbone fed a size that is not a multiple of its stride gives en smaller than
+    scale x de by less than scale (65 -> 129): nearest-upsample-then-crop, output of en's size."""
+    b, c, h, w, k = 2, 5, 4, 6, 3
+    en, de, wts = fade_problem(b, c, h, w, scale, k)
+    en = en[:, :, :h * scale - crop[0], :w * scale - crop[1]].clone()
+    inputs = [t.clone().requires_grad_() for t in (en, de, *(wts[n] for n in WEIGHT_NAMES))]
+    out = run_fade(inputs[0], inputs[1], dict(zip(WEIGHT_NAMES, inputs[2:])), scale, backend)
+    ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    expect = ref.fade(*ref_inputs, scale)
+    assert out.shape == en.shape
+    assert (out - expect).abs().max().item() < 1e-10
+    grad = torch.randn(out.shape, dtype=out.dtype)
+    out.backward(grad)
+    expect.backward(grad)
+    for got, want in zip(inputs, ref_inputs):
+        assert (got.grad - want.grad).abs().max().item() < 1e-9

@@ -34,7 +34,7 @@ def test_fade_gradients_match_float64_reference(shape, lite, dtype, poisoned):
     want = grads_of(lambda *a: ref.fade(*a, s), [t.double() for t in inputs], grad_out.double())
     for name, g, r in zip(["en", "de", *WEIGHT_NAMES], got, want):
         assert g.dtype == dtype, name
-        assert_close_rel(g, r, TOL[dtype] * (5 if name.endswith("bias") else 1))
+        assert_close_rel(g, r, TOL[dtype])
 
 
 @pytest.mark.parametrize("k,groups,scale", [(5, 4, 2), (3, 2, 3), (3, 1, 1)])
@@ -62,7 +62,7 @@ def test_gradcheck_carafe_triton():
 
 
 def test_backward_is_bitwise_deterministic():
-    en, de, wts = fade_problem(2, 70, 5, 7, 2, 5, 40, dtype=torch.float32)
+    en, de, wts = fade_problem(2, 20, 5, 7, 2, 5, 24, dtype=torch.float32)
     inputs = [en, de, *wts.values()]
     grad_out = torch.randn(en.shape)
     first = grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out)
@@ -139,6 +139,11 @@ def test_autocast_with_float32_master_weights(dtype):
         assert_close_rel(model(en.to(dtype), de.to(dtype)), out, 1e-2)
 
 
+# torch.compile traces the Triton kernels only where they compile (CUDA); on CPU the same
+# operator runs its pure-PyTorch implementation under the compiler
+COMPILE_BACKEND = "triton" if ON_CUDA else "torch"
+
+
 class UpsampleHead(torch.nn.Module):
     def __init__(self, backend="triton"):
         super().__init__()
@@ -155,7 +160,7 @@ def test_torch_compile_fullgraph(compiler, tmp_path, monkeypatch):
     gets a fresh cache directory: its on-disk cache does not key on a custom op's schema, so
     code compiled for an older version of these ops could otherwise be replayed."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    model = UpsampleHead()
+    model = UpsampleHead(COMPILE_BACKEND)
     en, de = torch.randn(1, 8, 8, 6), torch.randn(1, 8, 4, 3)
     eager = grads_of(lambda en: model(en, de), [en], torch.ones(1, 8, 8, 6))[0]
     compiled = torch.compile(model, backend=compiler, fullgraph=True)
@@ -173,19 +178,84 @@ def test_activation_checkpointing():
     assert torch.equal(plain, ckpt)
 
 
-def test_custom_op_registrations():
-    from fade_triton.ops.reassemble import reassemble_fwd
-    from fade_triton.ops.semi_shift import semi_shift_bwd, semi_shift_fwd
+def test_triton_backend_under_compile_on_the_interpreter_says_why():
+    """Interpreted kernels cannot be compiled: an explicit backend='triton' says so clearly
+    ('auto' picks the torch implementation there)."""
+    if ON_CUDA:
+        pytest.skip("on CUDA the Triton kernels compile")
+    model = UpsampleHead("triton")
+    en, de = torch.randn(1, 8, 8, 6), torch.randn(1, 8, 4, 3)
+    with pytest.raises(Exception, match="needs CUDA tensors"):
+        torch.compile(model, backend="aot_eager", fullgraph=True)(en, de)
+    model.up.backend = "auto"
+    torch.testing.assert_close(torch.compile(model, backend="aot_eager", fullgraph=True)(en, de), model(en, de),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_triton", [True, False], ids=["triton", "torch"])
+def test_operator_registrations(use_triton):
+    """opcheck of the four operators (schema, fake tensors, autograd registration) with both
+    implementations."""
+    from fade_triton.functional import pack_weights
+    from fade_triton.ops.carafe import carafe_bwd, carafe_fwd
+    from fade_triton.ops.fade import fade_bwd, fade_fwd
 
     en, de, wts = fade_problem(1, 4, 3, 2, 2, 3, emb=8, dtype=torch.float32)
-    w = torch.randn(9, 4, 3, 3, requires_grad=True)
-    args = (en.requires_grad_(), de, w, torch.randn(9, 9), torch.randn(9, 4, 3, 3), torch.randn(9), 2)
-    torch.library.opcheck(semi_shift_fwd, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
-    grad = torch.randn(1, 9, 6, 4)
-    for needs in ([True] * 6, [False, True, False, True, False, True]):
-        torch.library.opcheck(semi_shift_bwd, (grad, en.detach(), de, args[2].detach(), args[4], 2, needs),
-                              test_utils=("test_schema", "test_faketensor"))
-    masks = torch.randn(1, 9, 6, 4, requires_grad=True)
-    gate = torch.randn(1, 1, 3, 2)
-    for call in [(de, masks, gate, en, 3, 1, 2, True), (de, masks, None, None, 3, 1, 2, False)]:
-        torch.library.opcheck(reassemble_fwd, call, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    weights = tuple(wts[n] for n in WEIGHT_NAMES)
+    packed = pack_weights(weights, torch.float32) if use_triton else (None,) * 5
+    args = (en.requires_grad_(), de, *weights, *packed, 2, use_triton)
+    utils = ("test_schema", "test_faketensor", "test_autograd_registration")
+    torch.library.opcheck(fade_fwd, args, test_utils=utils)
+    out, saved_a, saved_b = fade_fwd(*args)
+    for needs in ([True] * 9, [False, True, False, True, False, True, False, False, True]):
+        torch.library.opcheck(fade_bwd, (torch.randn(out.shape), en.detach(), de, *weights, *packed[:2], saved_a,
+                                         saved_b, 2, use_triton, needs), test_utils=("test_schema", "test_faketensor"))
+    masks = torch.randn(1, 2 * 9, 6, 4, requires_grad=True)
+    x = torch.randn(1, 4, 3, 2, requires_grad=True)
+    torch.library.opcheck(carafe_fwd, (x, masks, 3, 2, 2, use_triton), test_utils=utils)
+    torch.library.opcheck(carafe_bwd, (torch.randn(1, 4, 6, 4), x.detach(), masks.detach(), 3, 2, 2, use_triton),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_fused_softmax_and_gate_reject_groups():
+    """The fused softmax / gate are FADE's (one mask group); grouped masks are carafe's."""
+    from fade_triton.ops.reassemble import reassemble_bwd, reassemble_fwd
+
+    x, masks, en = torch.randn(1, 4, 3, 3), torch.randn(1, 18, 6, 6), torch.randn(1, 4, 6, 6)
+    with pytest.raises(ValueError, match="group_size == 1"):
+        reassemble_fwd(x, masks, None, None, torch.empty_like(en), 3, 2, 2, softmax=True)
+    with pytest.raises(ValueError, match="group_size == 1"):
+        reassemble_fwd(x, masks, torch.randn(1, 3, 3), en, torch.empty_like(en), 3, 2, 2, softmax=False)
+    with pytest.raises(ValueError, match="group_size == 1"):
+        reassemble_bwd(en, x, masks, None, None, torch.empty_like(x), torch.empty_like(masks), None, 3, 2, 2,
+                       softmax=True)
+
+
+def test_gpu_tiles_under_the_interpreter(monkeypatch):
+    """The tiles the GPU runs (2-4 channels per thread), not the interpreter's wider blocks."""
+    from fade_triton.ops import reassemble
+
+    monkeypatch.setattr(reassemble, "interpreter_enabled", lambda: False)
+    en, de, wts = fade_problem(1, 6, 5, 7, 2, 5, 8, dtype=torch.float32, weight_std=0.2)
+    inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
+    grad_out = torch.randn(en.shape)
+    got = grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out)
+    want = grads_of(lambda *a: ref.fade(*a, 2), [t.double() for t in inputs], grad_out.double())
+    for name, g, r in zip(["en", "de", *WEIGHT_NAMES], got, want):
+        assert_close_rel(g, r, 1e-5)
+
+
+def test_weight_gradient_over_several_chunks():
+    """Images taller than one weight-gradient chunk (16 rows): the partials of several chunks
+    per image and their fixed-order sum."""
+    from fade_triton.ops.semi_shift import WGRAD_ROWS
+
+    b, c, h, w, s, k, emb = 2, 6, 19, 5, 2, 3, 8  # high resolution 38 rows: 3 chunks per image
+    assert h * s > 2 * WGRAD_ROWS and h > WGRAD_ROWS  # both branches span several chunks
+    en, de, wts = fade_problem(b, c, h, w, s, k, emb, dtype=torch.float32, weight_std=0.2)
+    inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
+    grad_out = torch.randn(en.shape)
+    got = grads_of(lambda *a: triton_fade(*a, scale=s), inputs, grad_out)
+    want = grads_of(lambda *a: ref.fade(*a, s), [t.double() for t in inputs], grad_out.double())
+    for name, g, r in zip(["en", "de", *WEIGHT_NAMES], got, want):
+        assert_close_rel(g, r, 1e-5)

@@ -3,14 +3,14 @@ import types
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 import fade_triton as ft
 import reference64 as ref
+from fade_triton.backend import float32_conv_precision
 from fade_triton.ops._launch import dot_precision
+from fade_triton.ops.packing import pack_semi_shift_weights
 from fade_triton.ops.reassemble import reassemble_fwd
-from fade_triton.ops.semi_shift import semi_shift
+from fade_triton.ops.semi_shift import semi_shift_hi, semi_shift_lo
 from util import KERNEL_SHAPES as SHAPES
 from util import KERNEL_SHAPE_IDS as IDS
 from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem
@@ -30,13 +30,17 @@ def reference_logits(en, de, w, scale):
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_semi_shift_kernel(shape, lite, dtype, poisoned):
+def test_semi_shift_kernels(shape, lite, dtype, poisoned):
+    """The low-resolution kernel (decoder branch + gate logit at channel K2) and the logits."""
     b, c, h, w, s, k, emb = shape
     en, de, wts = fade_problem(b, c, h, w, s, k, emb, lite, dtype, weight_std=0.2)
-    args = [wts[n] for n in ("en_weight", "en_bias", "de_weight", "kernel_weight", "kernel_bias")]
-    logits = semi_shift(en, de, *args, s)
-    assert logits.shape == (b, k * k, h * s, w * s)
+    packed = pack_semi_shift_weights(*(wts[n] for n in WEIGHT_NAMES), dtype=dtype)
+    lo = semi_shift_lo(de, packed)
+    logits = semi_shift_hi(en, lo, packed, k * k, s)
+    assert logits.shape == (b, k * k, h * s, w * s) and lo.shape[:3] == (b, h, w)
     assert_close_rel(logits, reference_logits(en, de, wts, s), TOL[dtype])
+    gate = ref.conv1x1(de.double(), wts["gate_weight"].double(), wts["gate_bias"].double())[:, 0]
+    assert_close_rel(lo[..., k * k], gate, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
@@ -46,8 +50,9 @@ def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
     de = torch.randn(b, c, h, w).to(dtype)
     en = torch.randn(b, c, h * s, w * s).to(dtype)
     logits = torch.randn(b, k * k, h * s, w * s) * 3
-    gate = torch.randn(b, 1, h, w).to(dtype)
-    out = reassemble_fwd(de, logits, gate, en, k, 1, s, True)
+    gate = torch.randn(b, 1, h, w)
+    out = torch.empty_like(en)
+    reassemble_fwd(de, logits, gate[:, 0], en, out, k, 1, s, softmax=True)
     g = torch.sigmoid(ref.up(gate.double(), s))
     expect = g * en.double() + (1 - g) * ref.reassemble(de.double(), torch.softmax(logits.double(), 1), k, s)
     assert out.dtype == dtype
@@ -95,57 +100,80 @@ def test_strided_inputs_without_copies(layout, poisoned):
     assert_close_rel(out, ref.fade(en, de, *(wts[n] for n in WEIGHT_NAMES), 2), 1e-5)
 
 
-class RecordAllocations(TorchDispatchMode):
-    """Records the shape of every tensor an op returns in new memory (not a view or an
-    in-place result sharing an input's storage)."""
+def allocation_sizes(fn) -> list[int]:
+    """Bytes of every allocation made through PyTorch's CPU allocator while ``fn`` runs, inside
+    custom operators too (the profiler's allocation records)."""
+    from torch.profiler import ProfilerActivity, profile
 
-    def __init__(self):
-        super().__init__()
-        self.shapes = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        seen = {t.untyped_storage().data_ptr() for t in inputs}
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                self.shapes.append((str(func), tuple(t.shape)))
-        return out
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return [e.nbytes() for e in prof.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU and e.nbytes() > 0]
 
 
+@pytest.mark.skipif(ON_CUDA, reason="counts CPU allocator records; on CUDA the same code allocates the same tensors")
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 def test_no_high_resolution_tensor_with_e_or_c_channels(lite):
-    """The triton path allocates nothing with E or C channels at high resolution but the output
-    (and, for FADE-Lite where E == K2, the K2-channel logits); the naive path, recorded the
-    same way, is caught by the same check."""
-    b, c, h, w, s, emb = 2, 12, 4, 5, 2, 16
+    """Every allocation of the triton forward, inside its operator included: nothing of E or C
+    channels at high resolution but the output (FADE-Lite's K2-channel logits are E channels);
+    the naive path, measured the same way, is caught by the same bound."""
+    b, c, h, w, s, emb = 2, 12, 16, 20, 2, 16  # large enough that no weight-sized buffer passes the bound
     en, de, wts = fade_problem(b, c, h, w, s, 3, emb, lite, torch.float32)
-    wide = {c, 9 if lite else emb}
+    wide = b * min(c, 9 if lite else emb) * h * s * w * s * 4  # bytes of one such tensor
 
-    def high_res_wide(backend):
-        with RecordAllocations() as rec:
-            ft.fade(en, de, *wts.values(), scale=s, backend=backend)
-        return sorted(sh[1] for sh in rec.shapes if len(sh[1]) == 4 and sh[1][1] in wide and sh[1][2:] == (h * s, w * s))
+    def large(backend):
+        with torch.no_grad():
+            return [n for n in allocation_sizes(lambda: ft.fade(en, de, *wts.values(), scale=s, backend=backend))
+                    if n >= wide]
 
-    expected = [(b, 9, h * s, w * s)] if lite else []
-    assert high_res_wide("triton") == sorted(expected + [(b, c, h * s, w * s)])
-    assert len(high_res_wide("naive")) > len(expected) + 2
+    expected = [b * 9 * h * s * w * s * 4] if lite else []  # FADE-Lite's logits: E = K2 channels
+    assert sorted(large("triton")) == sorted(expected + [b * c * h * s * w * s * 4])
+    assert len(large("naive")) > len(expected) + 2
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="TF32 exists only on CUDA GPUs (FADE_TEST_DEVICE=cuda)")
-@pytest.mark.parametrize("allow_tf32,tol", [(True, 1e-3), (False, 1e-5)])
-def test_float32_precision_follows_cudnn_setting(allow_tf32, tol, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
+@pytest.mark.parametrize("precision,tol", [("tf32", 1e-3), ("ieee", 1e-5)])
+def test_float32_precision_follows_the_convolution_setting(precision, tol, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn.conv, "fp32_precision", precision)
     en, de, wts = fade_problem(2, 64, 16, 12, 2, 5, 64, dtype=torch.float32)
     out = ft.fade(en, de, *wts.values(), scale=2, backend="triton")
     assert_close_rel(out, ref.fade(en, de, *(wts[n] for n in WEIGHT_NAMES), 2), tol)
 
 
-def test_tf32_follows_cudnn_setting(monkeypatch):
-    fake_cuda = types.SimpleNamespace(dtype=torch.float32, is_cuda=True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert dot_precision(fake_cuda) == "tf32"
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    assert dot_precision(fake_cuda) == "ieee"
+@pytest.fixture
+def restore_precision_flags():
+    """Snapshot and restore every float32 precision flag (the tests below set them)."""
+    b = torch.backends
+    saved = (b.fp32_precision, b.cudnn.fp32_precision, b.cudnn.conv.fp32_precision, b.cuda.matmul.fp32_precision)
+    yield
+    b.fp32_precision, b.cudnn.fp32_precision, b.cudnn.conv.fp32_precision, b.cuda.matmul.fp32_precision = saved
+
+
+FAKE_CUDA_FP32 = types.SimpleNamespace(dtype=torch.float32, is_cuda=True)
+
+
+@pytest.mark.parametrize("api", ["legacy", "new"])
+def test_tf32_follows_the_convolution_setting_with_either_api(api, restore_precision_flags):
+    """torch.backends.cudnn.allow_tf32 (legacy) or cudnn.conv.fp32_precision (newer); once the
+    newer API has been used, reading allow_tf32 raises in torch, so the package never reads it then."""
+    for want in ("tf32", "ieee", "tf32"):
+        if api == "legacy":
+            torch.backends.cudnn.allow_tf32 = want == "tf32"
+        else:
+            torch.backends.cudnn.conv.fp32_precision = want
+        assert float32_conv_precision() == want
+        assert dot_precision(FAKE_CUDA_FP32) == want
     assert dot_precision(types.SimpleNamespace(dtype=torch.float16, is_cuda=True)) == "ieee"
+
+
+def test_mixed_precision_apis_resolve_through_the_parents(restore_precision_flags):
+    """'none' defers to cudnn.fp32_precision, then to backends.fp32_precision; all 'none' is IEEE."""
+    b = torch.backends
+    b.cudnn.conv.fp32_precision = "none"
+    b.cudnn.fp32_precision = "none"
+    b.fp32_precision = "tf32"
+    assert float32_conv_precision() == "tf32"
+    b.fp32_precision = "none"
+    assert float32_conv_precision() == "ieee"
+    b.cuda.matmul.fp32_precision = "tf32"  # a matmul setting does not govern convolutions
+    assert float32_conv_precision() == "ieee"

@@ -1,377 +1,466 @@
 """Fused softmax-reassembly-gate in Triton (CARAFE semantics), forward and backward.
 
-Forward, one program per (BLOCK_P output pixels, batch x group): the max-subtracted softmax
-statistics of the K2 logits are computed once per pixel and kept in registers while the
-program loops over channel blocks; each channel block gathers the KxK low-resolution
-neighbourhood of ``x``, accumulates in fp32 and, for FADE, applies the gate epilogue
-``g*en + (1-g)*acc`` before the single store. The masks tensor never exists.
-Without SOFTMAX/GATE the same kernel is the standalone ``carafe`` (normalised masks in).
+All three kernels share one tiling: a program owns a tile of TQ *low-resolution* pixels
+(TY rows x TX columns) of one image (and one mask group) and loops over channel blocks.
+Each low-resolution pixel's s*s output pixels ("phases") live in the same thread, so every
+gathered value serves all the output pixels that need it inside the program, and each
+pixel's masks are computed once per program (held in registers across the channel loop).
+The phases are processed PH at a time ("passes") to keep the masks within the register
+budget: PH = s*s at the headline K = 5, s = 2 in NCHW.
 
-Backward, deterministic (gathers, no atomics), in two kernels:
-- ``reassemble_bwd_mask_kernel`` (per output pixel): D[p, k] = sum_c dout[p, c] x[nbr_k(p), c];
-  the mask/logit gradient (softmax backward fused), the gate-logit gradient per output pixel,
-  ``grad_en = g * dout``, and the log-sum-exp of the logits for the next kernel.
-- ``reassemble_bwd_feat_kernel`` (per low-resolution pixel q): each q gathers the
-  s*s*K2 output pixels whose windows cover it: grad_x[q, c] = sum m[p, k] (1-g) dout[p, c].
+Register tiles are (channels, pixels). The compiler lays each load along its contiguous
+axis: pixels for NCHW tensors (a warp's 32 lanes on 32 neighbouring pixels of one row,
+scalar loads, channels held in-thread), channels for channels_last ones (16-byte vectors).
+Phase loads and stores of ``en``/``out``/``dout`` step by s along a row: each request
+fetches whole sectors of which the other phases of the same program use the rest (from L1).
 
-Names read forward to backward: ``reassemble_fwd_kernel`` -> ``reassemble_fwd`` ->
-``reassemble_bwd_*_kernel`` -> ``reassemble_bwd`` (both custom ops, ``fade_triton::``, opaque to
-torch.compile, autograd registered) -> ``reassemble`` and ``carafe_triton``.
+- ``reassemble_fwd_kernel``: out = sum_k m_k * x_k (+ the gate blend), m = softmax of the
+  logits (FADE) or the masks as given (carafe, with groups).
+- ``reassemble_bwd_kernel``: the logit (or mask) gradient with the softmax and gate
+  backward fused, the gate-logit gradient, the sum of the logit gradient over each
+  pixel's s*s phases (the low-resolution branch's gradient) and the log-sum-exp.
+- ``reassemble_bwd_feat_kernel``: the gradient of x, a gather (each program owns its
+  low-resolution pixels: no atomics, bitwise deterministic).
+
+Names read forward to backward: ``reassemble_fwd_kernel`` -> ``reassemble_fwd``;
+``reassemble_bwd_kernel`` + ``reassemble_bwd_feat_kernel`` -> ``reassemble_bwd``. The torch
+ops and autograd that use them are in ``fade.py`` (FADE) and ``carafe.py`` (CARAFE).
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
-from ..checks import suggest_memory_format
+from . import _launch
+from ..backend import interpreter_enabled
 from ._launch import next_pow2
 
-BLOCK_P = 64  # output pixels per program
-BLOCK_Q = 32  # low-resolution pixels per program (feature gradient)
+MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
 
 
 @triton.jit
-def _output_pixels(pid, H, W, SCALE, BLOCK_P: tl.constexpr):
-    """A block of flattened output pixels: (p, in-range mask, output y/x, low-resolution y/x)."""
-    ow_ = W * SCALE
-    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    oy = p // ow_
-    ox = p % ow_
-    return p, p < H * SCALE * ow_, oy, ox, oy // SCALE, ox // SCALE
+def _lowres_tile(H, W, SPLITS, TX: tl.constexpr, TQ: tl.constexpr):
+    """The program's low-resolution pixels (rows, columns, in-image mask, TQ each) and its
+    channel split (grid axis 0 is split-major: the SPLITS programs of a tile run side by side)."""
+    q = tl.arange(0, TQ)
+    ly = tl.program_id(1) * (TQ // TX) + q // TX
+    lx = (tl.program_id(0) // SPLITS) * TX + q % TX
+    return ly, lx, (ly < H) & (lx < W), tl.program_id(0) % SPLITS
 
 
 @triton.jit
-def _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, mask, acc_dtype: tl.constexpr):
-    """sigmoid of the gate logits (B, 1, H, W) at low-resolution pixels (ly, lx)."""
+def _program(H, W, R, SPLITS, GROUPS, stride_xh, stride_xw, K: tl.constexpr, TX: tl.constexpr, TQ: tl.constexpr):
+    """What a reassembly program owns: batch b, group g, its pixels (rows, columns, mask), its
+    channel split, the in-image masks of its tap rows and columns, and the pixels' offsets in x."""
+    b = (tl.program_id(2) // GROUPS).to(tl.int64)
+    g = tl.program_id(2) % GROUPS
+    ly, lx, q_ok, split = _lowres_tile(H, W, SPLITS, TX, TQ)
+    rows, cols = _tap_masks(ly, lx, H, W, R, K)
+    x_pix = (ly.to(tl.int64) * stride_xh + lx.to(tl.int64) * stride_xw)[None, :]
+    return b, g, ly, lx, q_ok, split, rows, cols, x_pix
+
+
+@triton.jit
+def _phase(ly, lx, ok, OH, OW, PHASE: tl.constexpr, S: tl.constexpr):
+    """Output row, column and in-image mask of phase PHASE (row-major in s x s) of each pixel."""
+    oy = ly * S + PHASE // S
+    ox = lx * S + PHASE % S
+    return oy.to(tl.int64), ox.to(tl.int64), ok & (oy < OH) & (ox < OW)
+
+
+@triton.jit
+def _pass_masks(m_base, stride_mc, stride_mh, stride_mw, ly, lx, ok, OH, OW,
+                PH0: tl.constexpr, PH: tl.constexpr, S: tl.constexpr, K2: tl.constexpr, SOFTMAX: tl.constexpr,
+                ACC: tl.constexpr):
+    """Masks of phases PH0 .. PH0+PH-1, a tuple indexed ``p * K2 + k``: the max-subtracted
+    softmax over k of the logits (SOFTMAX), else the masks as stored. Also returns the
+    log-sum-exp per phase (a tuple of PH; zeros without SOFTMAX)."""
+    ms = ()
+    lses = ()
+    for p in tl.static_range(PH):
+        oy, ox, pok = _phase(ly, lx, ok, OH, OW, PH0 + p, S)
+        ptrs = m_base + oy * stride_mh + ox * stride_mw
+        vals = ()
+        for k in tl.static_range(K2):
+            vals = vals + (tl.load(ptrs + k * stride_mc, mask=pok, other=0.0).to(ACC),)
+        if SOFTMAX:
+            mx = vals[0]
+            for k in tl.static_range(1, K2):
+                mx = tl.maximum(mx, vals[k])
+            den = tl.zeros_like(mx)
+            exps = ()
+            for k in tl.static_range(K2):
+                e = tl.exp(vals[k] - mx)
+                exps = exps + (e,)
+                den += e
+            inv = 1.0 / den
+            for k in tl.static_range(K2):
+                ms = ms + (exps[k] * inv,)
+            lses = lses + (mx + tl.log(den),)
+        else:
+            ms = ms + vals
+            lses = lses + (tl.zeros_like(vals[0]),)
+    return ms, lses
+
+
+@triton.jit
+def _sigmoid_gate(gate_ptr, b, ly, lx, ok, stride_gb, stride_gh, stride_gw, ACC: tl.constexpr):
     gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + lx.to(tl.int64) * stride_gw,
-                 mask=mask, other=0.0).to(acc_dtype)
+                 mask=ok, other=0.0).to(ACC)
     return 1.0 / (1.0 + tl.exp(-gl))
 
 
 @triton.jit
-def _load_tap(x_base, ly, lx, k, K: tl.constexpr, H, W, c_off, c_mask, p_mask,
-              stride_xc, stride_xh, stride_xw, acc_dtype: tl.constexpr):
-    """Tap k of the K x K window around (ly, lx): x[c, ly + k//K - r, lx + k%K - r] as a
-    (pixels, channels) tile, zero outside the image."""
-    yy = ly + (k // K - K // 2)
-    xx = lx + (k % K - K // 2)
-    inside = p_mask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-    v = tl.load(x_base + (yy.to(tl.int64) * stride_xh + xx.to(tl.int64) * stride_xw)[:, None]
-                + c_off[None, :] * stride_xc, mask=inside[:, None] & c_mask[None, :], other=0.0)
-    return v.to(acc_dtype)
+def _tap_masks(ly, lx, H, W, R, K: tl.constexpr):
+    """In-image masks of the K tap rows and K tap columns around (ly, lx). ``R`` (= K // 2)
+    is a run-time value on purpose: a compile-time shift would give each tap its own
+    alignment, hence its own load layout, and layout conversions inside the channel loop."""
+    rows = ()
+    cols = ()
+    for i in tl.static_range(K):
+        rows = rows + ((ly + i - R >= 0) & (ly + i - R < H),)
+        cols = cols + ((lx + i - R >= 0) & (lx + i - R < W),)
+    return rows, cols
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["R"])
 def reassemble_fwd_kernel(
-    x_ptr, mask_ptr, gate_ptr, en_ptr, out_ptr,
-    C_GROUP, GROUPS, H, W, SCALE,
+    x_ptr, m_ptr, gate_ptr, en_ptr, out_ptr,
+    C_GROUP, GROUPS, H, W, OH, OW, R, SPLITS, C_SPLIT,
     stride_xb, stride_xc, stride_xh, stride_xw,
     stride_mb, stride_mc, stride_mh, stride_mw,
     stride_gb, stride_gh, stride_gw,
     stride_eb, stride_ec, stride_eh, stride_ew,
     stride_ob, stride_oc, stride_oh, stride_ow,
-    K: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr, ACC_FP64: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    K: tl.constexpr, S: tl.constexpr, PH: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr,
+    ACC_FP64: tl.constexpr, TX: tl.constexpr, TQ: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """out[b, c, p] = sum_k m[b, g*K2 + k, p] * x[b, c, p // SCALE + (k // K - R, k % K - R)],
-    R = K // 2, g = c // C_GROUP, zero outside the image; m = softmax over k of the mask input if SOFTMAX,
-    else the mask input itself. With GATE: out = s*en + (1-s)*out, s = sigmoid(gate[b, p // SCALE]).
+    """out[b, c, oy, ox] = sum_k m[b, g*K2 + k, oy, ox] * x[b, c, oy // S + k // K - R, ox // S + k % K - R]
+    (zero outside the image), g = c // C_GROUP; m = softmax over k of the mask input with
+    SOFTMAX, else the mask input. With GATE: out = G*en + (1 - G)*out, G = sigmoid(gate[b, oy // S, ox // S]).
 
-    x_ptr: low-resolution features (B, GROUPS*C_GROUP, H, W). mask_ptr: masks or logits
-    (B, GROUPS*K*K, H*SCALE, W*SCALE). gate_ptr: gate logits (B, 1, H, W) (GATE only).
-    en_ptr: encoder feature (B, C, H*SCALE, W*SCALE) (GATE only). out_ptr: (B, C, H*SCALE, W*SCALE).
-    All any strides: stride_<t><d> are the element strides of x, m(asks), g(ate), e(n) and
-    o(ut) along (b, c, h, w) (the gate's channel dim has size 1 and no stride argument).
-    C_GROUP: channels per group; GROUPS: G; H, W: the low-resolution size; SCALE: s.
-    K: kernel size; SOFTMAX, GATE: as above (gate_ptr/en_ptr may be None without GATE);
-    ACC_FP64: accumulate in fp64 (float64 inputs). BLOCK_P output pixels x BLOCK_C channels a tile.
-    Grid: (cdiv(H*SCALE*W*SCALE, BLOCK_P), B * GROUPS).
+    x_ptr: low-resolution features (B, GROUPS*C_GROUP, H, W). m_ptr: logits or masks
+    (B, GROUPS*K*K, >= OH, >= OW). gate_ptr: gate logits (B, H, W) (GATE). en_ptr: (B, C, OH, OW)
+    (GATE). out_ptr: (B, C, OH, OW), OH <= S*H, OW <= S*W (an encoder map smaller than S x the
+    decoder's crops the output). All any strides (stride_<t><d>: element strides of x, m, g(ate),
+    e(n), o(ut)). C_GROUP, GROUPS: channels per group, G. R: K // 2 (run time, see _tap_masks).
+    K, S: kernel size, scale. PH: phases per pass (divides S*S). SOFTMAX, GATE: as above (FADE
+    has GROUPS = 1). Tile: TQ low-resolution pixels (TQ // TX rows x TX columns) x BLOCK_C channels.
+
+    Bytes per output pixel and channel (itemsize e), against the minimum e*(2 + 1/S^2) for en,
+    out and x (and 4*K2/C for the fp32 logits): en and out e each (sector-complete over a
+    program's phases), x e/S^2 from DRAM, with K2 L1 requests per x element per pass (one per
+    tap, each serving the pass's PH phases); logits read once per program.
+    Grid: (cdiv(W, TX), cdiv(H, TQ // TX), B * GROUPS).
     """
-    acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    b = (tl.program_id(1) // GROUPS).to(tl.int64)
-    g = tl.program_id(1) % GROUPS
-    p, p_mask, oy, ox, ly, lx = _output_pixels(tl.program_id(0), H, W, SCALE, BLOCK_P)
-    m_ptrs = (mask_ptr + b * stride_mb + (g * K * K).to(tl.int64) * stride_mc
-              + oy.to(tl.int64) * stride_mh + ox.to(tl.int64) * stride_mw)
-    if SOFTMAX:
-        row_max = tl.full((BLOCK_P,), float("-inf"), acc_dtype)
-        for k in tl.static_range(K * K):
-            row_max = tl.maximum(row_max, tl.load(m_ptrs + k * stride_mc, mask=p_mask, other=0.0).to(acc_dtype))
-        row_sum = tl.zeros((BLOCK_P,), acc_dtype)
-        for k in tl.static_range(K * K):
-            row_sum += tl.exp(tl.load(m_ptrs + k * stride_mc, mask=p_mask, other=0.0).to(acc_dtype) - row_max)
-        inv_sum = 1.0 / row_sum
+    K2: tl.constexpr = K * K
+    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    b, g, ly, lx, q_ok, split, rows, cols, x_pix = _program(H, W, R, SPLITS, GROUPS, stride_xh, stride_xw, K, TX, TQ)
     if GATE:
-        gate = _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, p_mask, acc_dtype)
-    x_base = x_ptr + b * stride_xb
-    for c0 in range(0, C_GROUP, BLOCK_C):
-        cg = c0 + tl.arange(0, BLOCK_C)
-        c_mask = cg < C_GROUP
-        c_off = (g * C_GROUP + cg).to(tl.int64)
-        acc = tl.zeros((BLOCK_P, BLOCK_C), acc_dtype)
-        for k in tl.static_range(K * K):
-            m = tl.load(m_ptrs + k * stride_mc, mask=p_mask, other=0.0).to(acc_dtype)
-            if SOFTMAX:
-                m = tl.exp(m - row_max) * inv_sum
-            acc += m[:, None] * _load_tap(x_base, ly, lx, k, K, H, W, c_off, c_mask, p_mask,
-                                          stride_xc, stride_xh, stride_xw, acc_dtype)
-        io_mask = p_mask[:, None] & c_mask[None, :]
-        if GATE:
-            e = tl.load(en_ptr + b * stride_eb + (oy.to(tl.int64) * stride_eh + ox.to(tl.int64) * stride_ew)[:, None]
-                        + c_off[None, :] * stride_ec, mask=io_mask, other=0.0).to(acc_dtype)
-            acc += gate[:, None] * (e - acc)
-        tl.store(out_ptr + b * stride_ob + (oy.to(tl.int64) * stride_oh + ox.to(tl.int64) * stride_ow)[:, None]
-                 + c_off[None, :] * stride_oc, acc.to(out_ptr.dtype.element_ty), mask=io_mask)
+        gate = _sigmoid_gate(gate_ptr, b, ly, lx, q_ok, stride_gb, stride_gh, stride_gw, ACC)
+    m_base = m_ptr + b * stride_mb + (g * K2).to(tl.int64) * stride_mc
+    for ph0 in tl.static_range(0, S * S, PH):
+        ms, _ = _pass_masks(m_base, stride_mc, stride_mh, stride_mw, ly, lx, q_ok, OH, OW, ph0, PH, S, K2, SOFTMAX, ACC)
+        for c0 in range(split * C_SPLIT, tl.minimum(split * C_SPLIT + C_SPLIT, C_GROUP), BLOCK_C):
+            cg = c0 + tl.arange(0, BLOCK_C)
+            c_ok = cg < C_GROUP
+            c = (g * C_GROUP + cg).to(tl.int64)[:, None]
+            # one pointer tile stepped across the taps: no per-tap address stays live
+            x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - R * stride_xh - R * stride_xw
+            accs = ()
+            for p in tl.static_range(PH):
+                accs = accs + (tl.zeros((BLOCK_C, TQ), ACC),)
+            for k in tl.static_range(K2):
+                v = tl.load(x_ptrs, mask=c_ok[:, None] & (rows[k // K] & cols[k % K])[None, :], other=0.0)
+                v = v.to(ACC)
+                x_ptrs += (stride_xh - (K - 1) * stride_xw) if k % K == K - 1 else stride_xw
+                new = ()
+                for p in tl.static_range(PH):
+                    new = new + (accs[p] + ms[p * K2 + k][None, :] * v,)
+                accs = new
+            for p in tl.static_range(PH):
+                oy, ox, pok = _phase(ly, lx, q_ok, OH, OW, ph0 + p, S)
+                io = c_ok[:, None] & pok[None, :]
+                val = accs[p]
+                if GATE:
+                    e = tl.load(en_ptr + b * stride_eb + c * stride_ec + (oy * stride_eh + ox * stride_ew)[None, :],
+                                mask=io, other=0.0).to(ACC)
+                    val += gate[None, :] * (e - val)
+                tl.store(out_ptr + b * stride_ob + c * stride_oc + (oy * stride_oh + ox * stride_ow)[None, :],
+                         val.to(out_ptr.dtype.element_ty), mask=io)
 
 
-@triton.jit
-def reassemble_bwd_mask_kernel(
-    x_ptr, mask_ptr, gate_ptr, en_ptr, dout_ptr,
-    dmask_ptr, den_ptr, dgate_ptr, lse_ptr,
-    C_GROUP, GROUPS, H, W, SCALE,
+@triton.jit(do_not_specialize=["R"])
+def reassemble_bwd_kernel(
+    x_ptr, m_ptr, gate_ptr, en_ptr, dout_ptr, dm_ptr, dlo_ptr, lse_ptr,
+    C_GROUP, GROUPS, H, W, OH, OW, R,
     stride_xb, stride_xc, stride_xh, stride_xw,
     stride_mb, stride_mc, stride_mh, stride_mw,
     stride_gb, stride_gh, stride_gw,
     stride_eb, stride_ec, stride_eh, stride_ew,
     stride_db, stride_dc, stride_dh, stride_dw,
-    stride_nb, stride_nc, stride_nh, stride_nw,
-    K: tl.constexpr, K2_PAD: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr,
-    ACC_FP64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    stride_lob, stride_loc, stride_loh, stride_low,
+    K: tl.constexpr, S: tl.constexpr, PH: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr,
+    ACC_FP64: tl.constexpr, TX: tl.constexpr, TQ: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Per output pixel p: D[p, k] = sum_c dout[p, c] * x[nbr_k(p), c] over the group's channels.
+    """Per output pixel: D[k] = sum_c dout[c] * x[nbr_k, c] over the group's channels, then
+      dm = (1 - G) * D (carafe: D), pushed through the softmax with SOFTMAX: dl = m * (dm - sum_k m*dm);
+      with GATE, the gate-logit gradient G(1-G) * sum_c dout * (en - u), u = sum_k m_k x_k,
+      using sum_c dout * u = sum_k m_k D_k (no second pass over the channels).
 
-    Writes dmask_ptr (B, GROUPS*K*K, OH, OW) contiguous: the mask gradient ``(1-s)*D`` (carafe:
-    D), pushed through the softmax if SOFTMAX. With GATE also writes den_ptr (B, C, OH, OW), any
-    strides: ``s * dout``; dgate_ptr (B, OH*OW) contiguous: s(1-s) * sum_c dout*(en - u), the
-    gate-logit gradient before the sum over each pixel's s*s copies. With SOFTMAX writes
-    lse_ptr (B, OH*OW) contiguous: the log-sum-exp of the logits. dout_ptr: (B, C, OH, OW)
-    any strides (stride_d*), den any strides (stride_n*); other arguments as in
-    ``reassemble_fwd_kernel``. K2_PAD: K*K rounded up to a power of two (the register tile of
-    masks and D). The channel loop is the outer loop, so each dout tile is read once.
-    Grid: (cdiv(OH*OW, BLOCK_P), B * GROUPS).
+    dm_ptr: (B, GROUPS*K*K, OH, OW) contiguous fp32 (the logit or mask gradient). With SOFTMAX
+    (FADE): lse_ptr (B, OH, OW) contiguous fp32, the log-sum-exp of the logits, for
+    ``reassemble_bwd_feat_kernel``; dlo_ptr (B, KP, H, W) any strides (stride_lo*): channel k <
+    K2 the sum of dl[k] over the pixel's S*S phases (the decoder branch's logit gradient),
+    channel K2 the gate-logit gradient. dout_ptr: (B, C, OH, OW), any strides (stride_d*).
+    Other arguments as in ``reassemble_fwd_kernel``. Loads per channel block and pass: K2
+    x tiles, PH dout tiles (and PH en tiles with GATE); the sums over c are in-thread for
+    NCHW tiles (channels held in-thread) and a 3-step shuffle for channels_last ones.
+    Grid: (cdiv(W, TX), cdiv(H, TQ // TX), B * GROUPS).
     """
-    acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    b = (tl.program_id(1) // GROUPS).to(tl.int64)
-    g = tl.program_id(1) % GROUPS
-    n_pix = H * SCALE * W * SCALE
-    p, p_mask, oy, ox, ly, lx = _output_pixels(tl.program_id(0), H, W, SCALE, BLOCK_P)
-    kk = tl.arange(0, K2_PAD)
-    k_mask = kk < K * K
-    tile_mask = p_mask[:, None] & k_mask[None, :]
-    m = tl.load(mask_ptr + b * stride_mb + (g * K * K + kk[None, :]).to(tl.int64) * stride_mc
-                + (oy.to(tl.int64) * stride_mh + ox.to(tl.int64) * stride_mw)[:, None],
-                mask=tile_mask, other=0.0).to(acc_dtype)
-    if SOFTMAX:
-        m = tl.where(k_mask[None, :], m, float("-inf"))
-        row_max = tl.max(m, 1)
-        m = tl.exp(m - row_max[:, None])
-        row_sum = tl.sum(m, 1)
-        m = m / row_sum[:, None]
-        tl.store(lse_ptr + b * n_pix + p, row_max + tl.log(row_sum), mask=p_mask)
+    K2: tl.constexpr = K * K
+    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    b, g, ly, lx, q_ok, _, rows, cols, x_pix = _program(H, W, R, 1, GROUPS, stride_xh, stride_xw, K, TX, TQ)
     if GATE:
-        gate = _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, p_mask, acc_dtype)
-        en_dot = tl.zeros((BLOCK_P,), acc_dtype)
-    d = tl.zeros((BLOCK_P, K2_PAD), acc_dtype)
-    x_base = x_ptr + b * stride_xb
-    pix_d = oy.to(tl.int64) * stride_dh + ox.to(tl.int64) * stride_dw
-    for c0 in range(0, C_GROUP, BLOCK_C):
-        cg = c0 + tl.arange(0, BLOCK_C)
-        c_mask = cg < C_GROUP
-        c_off = (g * C_GROUP + cg).to(tl.int64)
-        io_mask = p_mask[:, None] & c_mask[None, :]
-        dout = tl.load(dout_ptr + b * stride_db + pix_d[:, None] + c_off[None, :] * stride_dc,
-                       mask=io_mask, other=0.0).to(acc_dtype)
+        gate = _sigmoid_gate(gate_ptr, b, ly, lx, q_ok, stride_gb, stride_gh, stride_gw, ACC)
+        dgate = tl.zeros((TQ,), ACC)
+    if SOFTMAX:
+        dlo = ()
+        for k in tl.static_range(K2):
+            dlo = dlo + (tl.zeros((TQ,), ACC),)
+    m_base = m_ptr + b * stride_mb + (g * K2).to(tl.int64) * stride_mc
+    for ph0 in tl.static_range(0, S * S, PH):
+        ms, lses = _pass_masks(m_base, stride_mc, stride_mh, stride_mw, ly, lx, q_ok, OH, OW, ph0, PH, S, K2, SOFTMAX, ACC)
+        ds = ()
+        for i in tl.static_range(PH * K2):
+            ds = ds + (tl.zeros((TQ,), ACC),)
         if GATE:
-            e = tl.load(en_ptr + b * stride_eb + (oy.to(tl.int64) * stride_eh + ox.to(tl.int64) * stride_ew)[:, None]
-                        + c_off[None, :] * stride_ec, mask=io_mask, other=0.0).to(acc_dtype)
-            en_dot += tl.sum(dout * e, 1)
-            tl.store(den_ptr + b * stride_nb + (oy.to(tl.int64) * stride_nh + ox.to(tl.int64) * stride_nw)[:, None]
-                     + c_off[None, :] * stride_nc, (gate[:, None] * dout).to(den_ptr.dtype.element_ty), mask=io_mask)
-        for k in tl.static_range(K * K):
-            v = _load_tap(x_base, ly, lx, k, K, H, W, c_off, c_mask, p_mask, stride_xc, stride_xh, stride_xw, acc_dtype)
-            d += tl.where(kk[None, :] == k, tl.sum(dout * v, 1)[:, None], 0.0)
-    if GATE:
-        # sum_c dout * u = sum_k m_k D_k, so the gate needs no second pass over the channels
-        md = tl.sum(m * d, 1)
-        tl.store(dgate_ptr + b * n_pix + p, gate * (1.0 - gate) * (en_dot - md), mask=p_mask)
-        d = d * (1.0 - gate)[:, None]
+            edots = ()
+            for p in tl.static_range(PH):
+                edots = edots + (tl.zeros((TQ,), ACC),)
+        for c0 in range(0, C_GROUP, BLOCK_C):
+            cg = c0 + tl.arange(0, BLOCK_C)
+            c_ok = cg < C_GROUP
+            c = (g * C_GROUP + cg).to(tl.int64)[:, None]
+            douts = ()
+            for p in tl.static_range(PH):
+                oy, ox, pok = _phase(ly, lx, q_ok, OH, OW, ph0 + p, S)
+                io = c_ok[:, None] & pok[None, :]
+                dout = tl.load(dout_ptr + b * stride_db + c * stride_dc + (oy * stride_dh + ox * stride_dw)[None, :],
+                               mask=io, other=0.0).to(ACC)
+                douts = douts + (dout,)
+                if GATE:
+                    e = tl.load(en_ptr + b * stride_eb + c * stride_ec + (oy * stride_eh + ox * stride_ew)[None, :],
+                                mask=io, other=0.0).to(ACC)
+                    edots = edots[:p] + (edots[p] + tl.sum(dout * e, 0),) + edots[p + 1:]
+            x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - R * stride_xh - R * stride_xw
+            for k in tl.static_range(K2):
+                v = tl.load(x_ptrs, mask=c_ok[:, None] & (rows[k // K] & cols[k % K])[None, :], other=0.0)
+                v = v.to(ACC)
+                x_ptrs += (stride_xh - (K - 1) * stride_xw) if k % K == K - 1 else stride_xw
+                new = ()
+                for p in tl.static_range(PH):
+                    new = new + (ds[p * K2 + k] + tl.sum(douts[p] * v, 0),)
+                for p in tl.static_range(PH):
+                    ds = ds[:p * K2 + k] + (new[p],) + ds[p * K2 + k + 1:]
+        for p in tl.static_range(PH):
+            oy, ox, pok = _phase(ly, lx, q_ok, OH, OW, ph0 + p, S)
+            if GATE:
+                md = tl.zeros((TQ,), ACC)
+                for k in tl.static_range(K2):
+                    md += ms[p * K2 + k] * ds[p * K2 + k]
+                dgate += tl.where(pok, gate * (1.0 - gate) * (edots[p] - md), 0.0)
+            keep = (1.0 - gate) if GATE else 1.0
+            if SOFTMAX:
+                mdm = tl.zeros((TQ,), ACC)
+                for k in tl.static_range(K2):
+                    mdm += ms[p * K2 + k] * ds[p * K2 + k]
+                mdm = mdm * keep
+                tl.store(lse_ptr + (b * OH + oy) * OW + ox, lses[p], mask=pok)
+            pix = (b * GROUPS * K2 + g * K2) * OH * OW + oy * OW + ox
+            for k in tl.static_range(K2):
+                dk = ds[p * K2 + k] * keep
+                if SOFTMAX:
+                    dk = ms[p * K2 + k] * (dk - mdm)
+                    dlo = dlo[:k] + (dlo[k] + tl.where(pok, dk, 0.0),) + dlo[k + 1:]
+                tl.store(dm_ptr + pix + k * OH * OW, dk, mask=pok)
     if SOFTMAX:
-        d = m * (d - tl.sum(m * d, 1)[:, None])
-    tl.store(dmask_ptr + (b * GROUPS * K * K + g * K * K + kk[None, :]).to(tl.int64) * n_pix + p[:, None],
-             d.to(dmask_ptr.dtype.element_ty), mask=tile_mask)
+        lo_ptrs = dlo_ptr + b * stride_lob + ly.to(tl.int64) * stride_loh + lx.to(tl.int64) * stride_low
+        for k in tl.static_range(K2):
+            tl.store(lo_ptrs + k * stride_loc, dlo[k], mask=q_ok)
+        if GATE:
+            tl.store(lo_ptrs + K2 * stride_loc, dgate, mask=q_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["R"])
 def reassemble_bwd_feat_kernel(
-    mask_ptr, lse_ptr, gate_ptr, dout_ptr, dx_ptr,
-    C_GROUP, GROUPS, H, W, SCALE,
+    m_ptr, lse_ptr, gate_ptr, dout_ptr, dx_ptr,
+    C_GROUP, GROUPS, H, W, OH, OW, R, SPLITS, C_SPLIT,
     stride_mb, stride_mc, stride_mh, stride_mw,
     stride_gb, stride_gh, stride_gw,
     stride_db, stride_dc, stride_dh, stride_dw,
     stride_xb, stride_xc, stride_xh, stride_xw,
-    K: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr, ACC_FP64: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
+    K: tl.constexpr, S: tl.constexpr, PH: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr,
+    ACC_FP64: tl.constexpr, TX: tl.constexpr, TQ: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """dx[b, c, q] = sum over taps k and the s*s output pixels p of the low-resolution pixel
-    q - (k // K - R, k % K - R) of  m[b, g*K2 + k, p] * (1 - s[p]) * dout[b, c, p].
+    """dx[b, c, q] = sum over taps k and phases p of w[q', p, k] * dout[b, c, phase p of q'],
+    q' = q - (k // K - R, k % K - R), w = m * (1 - G(q')) (m = exp(logit - lse) with SOFTMAX,
+    the mask input otherwise; (1 - G) only with GATE).
 
     A gather: each program owns its low-resolution pixels, so no two programs write one
-    element. m = exp(logit - lse) if SOFTMAX (lse_ptr: (B, OH*OW) contiguous), else the mask
-    input. (1 - s) only with GATE. dx_ptr: (B, C, H, W), any strides (stride_x*); other
-    arguments as in ``reassemble_fwd_kernel``; BLOCK_Q low-resolution pixels x BLOCK_C channels.
-    Grid: (cdiv(H*W, BLOCK_Q), B * GROUPS).
+    element. The weights of a pass (PH*K2 per pixel) are computed once per program; per
+    channel block and pass it loads PH*K2 shifted dout tiles (each dout element is
+    requested K2 times in all, one per tap, from L1/L2, and read once from DRAM). Passes after
+    the first add to what the first wrote. lse_ptr: (B, OH, OW) contiguous (SOFTMAX).
+    dx_ptr: (B, C, H, W) any strides (stride_x*). Other arguments as in ``reassemble_bwd_kernel``.
+    Grid: (cdiv(W, TX), cdiv(H, TQ // TX), B * GROUPS).
     """
-    R: tl.constexpr = K // 2
-    acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    pid_q = tl.program_id(0)
-    b = (tl.program_id(1) // GROUPS).to(tl.int64)
-    g = tl.program_id(1) % GROUPS
-    ow_ = W * SCALE
-    q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    q_mask = q < H * W
-    qy = q // W
-    qx = q % W
-    m_base = mask_ptr + b * stride_mb + (g * K * K).to(tl.int64) * stride_mc
-    for c0 in range(0, C_GROUP, BLOCK_C):
-        cg = c0 + tl.arange(0, BLOCK_C)
-        c_mask = cg < C_GROUP
-        c_off = (g * C_GROUP + cg).to(tl.int64)
-        acc = tl.zeros((BLOCK_Q, BLOCK_C), acc_dtype)
-        for k in tl.static_range(K * K):
-            ly = qy - (k // K - R)
-            lx = qx - (k % K - R)
-            inside = q_mask & (ly >= 0) & (ly < H) & (lx >= 0) & (lx < W)
+    K2: tl.constexpr = K * K
+    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    b = (tl.program_id(2) // GROUPS).to(tl.int64)
+    g = tl.program_id(2) % GROUPS
+    ly, lx, q_ok, split = _lowres_tile(H, W, SPLITS, TX, TQ)
+    m_base = m_ptr + b * stride_mb + (g * K2).to(tl.int64) * stride_mc
+    for ph0 in tl.static_range(0, S * S, PH):
+        ws = ()
+        for k in tl.static_range(K2):
+            ny = ly - (k // K) + R
+            nx = lx - (k % K) + R
+            n_ok = q_ok & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
             if GATE:
-                keep = 1.0 - _gate_at(gate_ptr, b, ly, lx, stride_gb, stride_gh, stride_gw, inside, acc_dtype)
-            for sub in range(0, SCALE * SCALE):
-                oy = (ly * SCALE + sub // SCALE).to(tl.int64)
-                ox = (lx * SCALE + sub % SCALE).to(tl.int64)
-                m = tl.load(m_base + k * stride_mc + oy * stride_mh + ox * stride_mw,
-                            mask=inside, other=0.0).to(acc_dtype)
+                keep = 1.0 - _sigmoid_gate(gate_ptr, b, ny, nx, n_ok, stride_gb, stride_gh, stride_gw, ACC)
+            for p in tl.static_range(PH):
+                oy, ox, pok = _phase(ny, nx, n_ok, OH, OW, ph0 + p, S)
+                m = tl.load(m_base + k * stride_mc + oy * stride_mh + ox * stride_mw, mask=pok, other=0.0).to(ACC)
                 if SOFTMAX:
-                    lse = tl.load(lse_ptr + b * H * SCALE * ow_ + oy * ow_ + ox, mask=inside, other=0.0)
-                    m = tl.exp(m - lse)
+                    m = tl.exp(m - tl.load(lse_ptr + (b * OH + oy) * OW + ox, mask=pok, other=0.0))
                 if GATE:
                     m = m * keep
-                dout = tl.load(dout_ptr + b * stride_db + (oy * stride_dh + ox * stride_dw)[:, None]
-                               + c_off[None, :] * stride_dc, mask=inside[:, None] & c_mask[None, :], other=0.0)
-                acc += m[:, None] * dout.to(acc_dtype)
-        tl.store(dx_ptr + b * stride_xb + (qy.to(tl.int64) * stride_xh + qx.to(tl.int64) * stride_xw)[:, None]
-                 + c_off[None, :] * stride_xc, acc.to(dx_ptr.dtype.element_ty),
-                 mask=q_mask[:, None] & c_mask[None, :])
+                ws = ws + (tl.where(pok, m, 0.0),)
+        for c0 in range(split * C_SPLIT, tl.minimum(split * C_SPLIT + C_SPLIT, C_GROUP), BLOCK_C):
+            cg = c0 + tl.arange(0, BLOCK_C)
+            c_ok = cg < C_GROUP
+            c = (g * C_GROUP + cg).to(tl.int64)[:, None]
+            io = c_ok[:, None] & q_ok[None, :]
+            # (lx + R - R: the pixels' alignment hidden from the compiler, so this store takes the
+            # gathers' one-pixel-per-thread layout rather than a vectorised one of its own)
+            dx_pix = ly.to(tl.int64) * stride_xh + (lx + R - R).to(tl.int64) * stride_xw
+            dx_ptrs = dx_ptr + b * stride_xb + c * stride_xc + dx_pix[None, :]
+            if ph0 == 0:
+                acc = tl.zeros((BLOCK_C, TQ), ACC)
+            else:
+                acc = tl.load(dx_ptrs, mask=io, other=0.0).to(ACC)
+            # one pointer tile stepped across the taps (tap k reads the neighbour q - (i - R, j - R))
+            d_ptrs = (dout_ptr + b * stride_db + c * stride_dc
+                      + (((ly + R) * S).to(tl.int64) * stride_dh + ((lx + R) * S).to(tl.int64) * stride_dw)[None, :])
+            for k in tl.static_range(K2):
+                for p in tl.static_range(PH):
+                    w = ws[k * PH + p]
+                    phase = ((ph0 + p) // S) * stride_dh + ((ph0 + p) % S) * stride_dw
+                    d = tl.load(d_ptrs + phase, mask=c_ok[:, None] & (w != 0.0)[None, :], other=0.0)
+                    acc += w[None, :] * d.to(ACC)
+                d_ptrs -= (S * stride_dh - (K - 1) * S * stride_dw) if k % K == K - 1 else S * stride_dw
+            tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=io)
+
+
+def tile_config(x: torch.Tensor, c_group: int, kernel_size: int, scale: int, kernel: str = "fwd") -> dict:
+    """Tile and pass sizes from static properties only (layout, dtype, channels, K, s), so a
+    traced or exported call makes no guard on the spatial sizes.
+
+    ``kernel``: "fwd", "bwd" or "feat" (the three kernels). Forward, NCHW-like x (pixel-fast): 4 warps side by side along pixels (TQ = 128 = 4 rows x
+    32), each thread one pixel and BLOCK_C = 4 channels. Forward, channels_last x: 16-byte
+    vectors along channels, one pixel per thread. Backward, both layouts: one pixel and 2
+    channels per thread (the channel sums of the mask gradient stay in-thread; for
+    channels_last the 2 channels are one 4- or 8-byte vector). PH: the most phases whose masks
+    (backward: masks and gradients, or neighbour weights) fit ``MASK_REGISTERS``. Each choice is
+    the one the compile report (``python -m bench.aot``) shows spill-free at the headline case.
+    Under Triton's CPU interpreter (the tests) channel blocks are at least 16 wide: the same
+    code, run in a fraction of the time (``test_gpu_tiles_under_the_interpreter`` keeps the
+    GPU's own tiles covered).
+    """
+    channels_last = x.stride(1) == 1 and x.shape[1] > 1
+    k2, ss = kernel_size * kernel_size, scale * scale
+    budget = MASK_REGISTERS
+    if kernel != "fwd":  # sm_80's ptxas spills the mask gradient kernel at 2 channels in float32 channels_last
+        per_thread = 1 if kernel == "bwd" and _launch.compute_capability(x) < 90 else 2
+        cfg = dict(TX=32, TQ=128, BLOCK_C=min(per_thread, next_pow2(c_group)))
+        budget //= 2
+    elif channels_last:
+        vec = max(1, 16 // x.element_size())
+        block_c = min(8 * vec, next_pow2(c_group, vec))
+        tq = 4 * (32 * vec // block_c)
+        cfg = dict(TX=min(tq, 16), TQ=tq, BLOCK_C=block_c)
+        budget //= 2 if vec >= 8 else 1
+    else:
+        cfg = dict(TX=32, TQ=128, BLOCK_C=min(4, next_pow2(c_group)))
+    ph = max([d for d in range(1, ss + 1) if ss % d == 0 and d * k2 <= budget] or [1])
+    if interpreter_enabled():  # the interpreter's cost is per operation, not per element: wide
+        cfg["BLOCK_C"] = max(cfg["BLOCK_C"], min(16, next_pow2(c_group)))  # blocks, same code
+    return dict(cfg, PH=ph, num_warps=4)
 
 
 def _strides(t, n=4):
     return t.stride() if t is not None else (0,) * n
 
 
-def _gate_strides(gate):
-    return (gate.stride(0), gate.stride(2), gate.stride(3)) if gate is not None else (0, 0, 0)
+def channel_splits(c_group: int, block_c: int) -> tuple[int, int]:
+    """(splits, channels per split): programs per pixel tile along the channels, so that the
+    grid has enough programs to fill the GPU (the masks are then computed once per split:
+    25 loads and exponentials per output pixel against 64 * 25 multiply-adds)."""
+    per = max(block_c, 64)
+    return triton.cdiv(c_group, per), per
 
 
-def _empty_output(x, en, scale):
-    """(B, C, sH, sW) in x's dtype, laid out like ``en`` (FADE) or ``x`` (carafe)."""
+def _grid(h, w, b_groups, cfg, splits=1):
+    return (splits * triton.cdiv(w, cfg["TX"]), triton.cdiv(h, cfg["TQ"] // cfg["TX"]), b_groups)
+
+
+def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, softmax):
+    """Launch ``reassemble_fwd_kernel`` into ``out`` (B, C, OH, OW). ``gate``: (B, H, W) gate
+    logits or None; ``en`` required with a gate. Softmax or gate need group_size == 1."""
+    if (softmax or gate is not None) and group_size != 1:
+        raise ValueError("the fused softmax / gate supports group_size == 1 only (FADE); carafe takes groups")
     b, c, h, w = x.shape
-    return torch.empty((b, c, h * scale, w * scale), dtype=x.dtype, device=x.device,
-                       memory_format=suggest_memory_format(en if en is not None else x))
-
-
-@torch.library.custom_op("fade_triton::reassemble_fwd", mutates_args=())
-def reassemble_fwd(x: torch.Tensor, masks: torch.Tensor, gate: Optional[torch.Tensor], en: Optional[torch.Tensor],
-                   kernel_size: int, group_size: int, scale: int, softmax: bool) -> torch.Tensor:
-    """Launch ``reassemble_fwd_kernel``: CARAFE of ``x`` with ``masks`` (softmax of them if
-    ``softmax``), gated with ``en`` if ``gate`` is given. channels_last in, channels_last out."""
-    b, c, h, w = x.shape
-    out = _empty_output(x, en, scale)
     if out.numel() == 0:
         return out
-    c_group = c // group_size
-    grid = (triton.cdiv(out.shape[2] * out.shape[3], BLOCK_P), b * group_size)
-    reassemble_fwd_kernel[grid](
-        x, masks, gate, en, out, c_group, group_size, h, w, scale,
-        *x.stride(), *masks.stride(), *_gate_strides(gate), *_strides(en), *out.stride(),
-        K=kernel_size, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=x.dtype == torch.float64,
-        BLOCK_P=BLOCK_P, BLOCK_C=min(64, next_pow2(c_group, 16)),
+    cfg = tile_config(x, c // group_size, kernel_size, scale)
+    splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
+    wrap_triton(reassemble_fwd_kernel)[_grid(h, w, b * group_size, cfg, splits)](
+        x, masks, gate, en, out, c // group_size, group_size, h, w, out.shape[2], out.shape[3], kernel_size // 2,
+        splits, per,
+        *x.stride(), *masks.stride(), *_strides(gate, 3), *_strides(en), *out.stride(),
+        K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=x.dtype == torch.float64, **cfg,
     )
     return out
 
 
-@reassemble_fwd.register_fake
-def _(x, masks, gate, en, kernel_size, group_size, scale, softmax):
-    return _empty_output(x, en, scale)
-
-
-@torch.library.custom_op("fade_triton::reassemble_bwd", mutates_args=())
-def reassemble_bwd(dout: torch.Tensor, x: torch.Tensor, masks: torch.Tensor, gate: Optional[torch.Tensor],
-                   en: Optional[torch.Tensor], kernel_size: int, group_size: int, scale: int,
-                   softmax: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients ``(dx, dmasks, dgate, den)`` of ``reassemble_fwd``; without a gate, dgate and
-    den are empty (0-element) tensors.
-
-    Temporaries besides the gradients: the log-sum-exp (B*sH*sW, fp32) with softmax, and the
-    per-output-pixel gate gradient (B*sH*sW, fp32) with gate.
-    """
+def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group_size, scale, softmax):
+    """Launch both backward kernels. Writes ``dx`` (B, C, H, W), ``dmasks`` (B, G*K2, OH, OW)
+    contiguous fp32 and, with softmax (FADE), ``dlo`` (B, KP, H, W) view: the summed logit
+    gradient and (with a gate) the gate-logit gradient at channel K2."""
+    if (softmax or gate is not None) and group_size != 1:
+        raise ValueError("the fused softmax / gate supports group_size == 1 only (FADE); carafe takes groups")
     b, c, h, w = x.shape
-    oh, ow = h * scale, w * scale
+    oh, ow = dmasks.shape[2:]
+    if dx.numel() == 0 or dmasks.numel() == 0:
+        dx.zero_()
+        dmasks.zero_()
+        return
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    dx = torch.empty_like(x)
-    dmasks = torch.empty(masks.shape, dtype=masks.dtype, device=masks.device)
-    den = torch.empty_like(en) if en is not None else None
-    dgate_hi = torch.empty((b, oh * ow), dtype=acc, device=x.device) if gate is not None else None
-    lse = torch.empty((b, oh * ow), dtype=acc, device=x.device) if softmax else None
-    if dx.numel() and dmasks.numel():
-        c_group = c // group_size
-        block_c = min(64, next_pow2(c_group, 16))
-        flags = dict(K=kernel_size, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)
-        reassemble_bwd_mask_kernel[(triton.cdiv(oh * ow, BLOCK_P), b * group_size)](
-            x, masks, gate, en, dout, dmasks, den, dgate_hi, lse, c_group, group_size, h, w, scale,
-            *x.stride(), *masks.stride(), *_gate_strides(gate), *_strides(en), *dout.stride(), *_strides(den),
-            K2_PAD=next_pow2(kernel_size**2, 16), BLOCK_P=BLOCK_P, BLOCK_C=block_c, **flags,
-        )
-        reassemble_bwd_feat_kernel[(triton.cdiv(h * w, BLOCK_Q), b * group_size)](
-            masks, lse, gate, dout, dx, c_group, group_size, h, w, scale,
-            *masks.stride(), *_gate_strides(gate), *dout.stride(), *dx.stride(),
-            BLOCK_Q=BLOCK_Q, BLOCK_C=block_c, **flags,
-        )
-    else:  # nothing to reduce over: every gradient is zero
-        for t in (dx, dmasks, den, dgate_hi):
-            if t is not None:
-                t.zero_()
-    # each low-resolution gate logit feeds its s*s output pixels (custom-op outputs may not
-    # alias one another, so each absent gradient is its own 0-element tensor)
-    dgate = dgate_hi.view(b, 1, h, scale, w, scale).sum((3, 5)).to(gate.dtype) if gate is not None else x.new_empty(0)
-    return dx, dmasks, dgate, den if den is not None else x.new_empty(0)
-
-
-@reassemble_bwd.register_fake
-def _(dout, x, masks, gate, en, kernel_size, group_size, scale, softmax):
-    return (torch.empty_like(x), masks.new_empty(masks.shape), gate.new_empty(gate.shape) if gate is not None else
-            x.new_empty(0), torch.empty_like(en) if en is not None else x.new_empty(0))
-
-
-def _reassemble_setup_context(ctx, inputs, output):
-    x, masks, gate, en, *config = inputs
-    ctx.save_for_backward(x, masks, gate, en)  # the inputs only: nothing of size C*sH*sW or K2*C
-    ctx.config = config
-
-
-def _reassemble_backward(ctx, dout):
-    x, masks, gate, en = ctx.saved_tensors
-    dx, dmasks, dgate, den = reassemble_bwd(dout, x, masks, gate, en, *ctx.config)
-    return dx, dmasks, dgate if gate is not None else None, den if en is not None else None, None, None, None, None
-
-
-reassemble_fwd.register_autograd(_reassemble_backward, setup_context=_reassemble_setup_context)
-
-
-def reassemble(x, logits, gate, en, kernel_size, scale):
-    """FADE's ``gate*en + (1-gate)*carafe(x, softmax(logits))``, gate = sigmoid(up(gate logits))."""
-    return reassemble_fwd(x, logits, gate, en, kernel_size, 1, scale, True)
-
-
-def carafe_triton(features, masks, kernel_size, group_size, scale_factor):
-    """Standalone CARAFE (masks already normalised), as ``mmcv.ops.carafe``."""
-    return reassemble_fwd(features, masks, None, None, kernel_size, group_size, scale_factor, False)
+    lse = torch.empty((b, oh, ow), dtype=acc, device=x.device) if softmax else None
+    flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)
+    cfg = tile_config(x, c // group_size, kernel_size, scale, kernel="bwd")
+    grid = _grid(h, w, b * group_size, cfg)
+    wrap_triton(reassemble_bwd_kernel)[grid](
+        x, masks, gate, en, dout, dmasks, dlo, lse, c // group_size, group_size, h, w, oh, ow, kernel_size // 2,
+        *x.stride(), *masks.stride(), *_strides(gate, 3), *_strides(en), *dout.stride(), *_strides(dlo),
+        **flags, **cfg,
+    )
+    cfg = tile_config(dx, c // group_size, kernel_size, scale, kernel="feat")
+    splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
+    wrap_triton(reassemble_bwd_feat_kernel)[_grid(h, w, b * group_size, cfg, splits)](
+        masks, lse, gate, dout, dx, c // group_size, group_size, h, w, oh, ow, kernel_size // 2, splits, per,
+        *masks.stride(), *_strides(gate, 3), *dout.stride(), *dx.stride(), **flags, **cfg,
+    )

@@ -1,0 +1,272 @@
+"""Compile report: what every Triton kernel the package launches compiles to, without a GPU.
+
+``python -m bench.aot`` runs the public API (``FADE``, ``FADELite``, ``carafe``; forward, and
+forward+backward) on CPU tensors at the headline case (B=8, C=256, E=64, K=5, scale 2,
+de 64x64 -> en 128x128) with every Triton launch *recorded instead of run*, so the list of
+kernels is whatever the code launches, never a hand-kept list. Each distinct launch is
+compiled ahead of time for sm_90 (H100/H200) and sm_80 (A100) with the ptxas bundled in
+the triton wheel, and the report gives per kernel: registers, spill stores/loads, stack,
+shared memory, warps, tensor-core instructions (wgmma / mma in the PTX), the global loads by
+width, the grid, and the occupancy those imply (H100 for sm_90, A100 for sm_80).
+
+Writes ``compile_report.csv`` (``--out``, default ``bench/results/aot-<date>/``) and prints a
+table. Exits non-zero when a kernel fails to compile or spills (stack or spill bytes > 0).
+Triton's compile cache keeps reruns fast; ptxas -v runs on the cached PTX.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("bench.aot compiles kernels: unset TRITON_INTERPRET")
+# FP contraction on, as Triton <= 3.9 defaults to and as the package runs (silences 3.9's notice)
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+import torch  # noqa: E402
+
+import fade_triton as ft  # noqa: E402
+
+HEADLINE = dict(batch=8, channels=256, embed=64, kernel=5, scale=2, size=64)
+# (SMs, registers per SM, shared memory per SM in bytes, max warps per SM, max blocks per SM)
+GPUS = {90: ("H100", 132, 65536, 228 * 1024, 64, 32), 80: ("A100", 108, 65536, 164 * 1024, 64, 32)}
+FIELDS = ["kernel", "op", "mode", "dtype", "layout", "arch", "config", "grid", "programs", "regs", "spill_stores",
+          "spill_loads", "stack", "smem", "warps", "tensor_core", "global_loads", "occupancy", "gpu", "status"]
+
+
+@dataclass
+class Launch:
+    """One recorded ``kernel[grid](*args, **kwargs)`` of the package, with where it came from."""
+
+    kernel: object
+    args: tuple
+    kwargs: dict
+    grid: tuple
+    labels: dict = field(default_factory=dict)
+
+    def key(self):
+        cfg = sorted((k, str(v)) for k, v in self.kwargs.items())
+        spec = tuple((type(a).__name__, getattr(a, "dtype", None), _divisibility(a)) for a in self.args)
+        return (self.kernel.fn.__name__, tuple(cfg), spec)
+
+
+def _divisibility(a):
+    """What Triton specializes an argument on: 1, divisible by 16, or neither (tensors: aligned)."""
+    if isinstance(a, torch.Tensor):
+        return "ptr"
+    if isinstance(a, bool) or not isinstance(a, int):
+        return repr(a)
+    return "1" if a == 1 else ("16" if a % 16 == 0 else "n")
+
+
+@contextlib.contextmanager
+def as_if_on_gpu(arch: int = 90):
+    """Within the block the ``triton`` backend accepts CPU tensors and the launchers treat them
+    as on a GPU of compute capability ``arch`` (tiles, TF32); combine with
+    ``fade_triton.profiling.recorded_triton_launches(run=False)`` so nothing runs."""
+    import fade_triton.backend as backend
+    import fade_triton.ops._launch as launch
+
+    real = backend.triton_supports, launch.is_cuda, launch.compute_capability
+    backend.triton_supports = lambda device: True
+    launch.is_cuda = lambda t: True  # float32 dots as on a GPU: TF32 unless the setting says IEEE
+    launch.compute_capability = lambda t: arch
+    try:
+        yield
+    finally:
+        backend.triton_supports, launch.is_cuda, launch.compute_capability = real
+
+
+@contextlib.contextmanager
+def recorded_launches(labels: dict, out: list, arch: int = 90):
+    """Within the block, Triton launches are recorded into ``out`` as ``Launch``es (not run),
+    as if the CPU tensors were on a GPU of compute capability ``arch``."""
+    from triton.runtime.jit import JITFunction
+
+    real_run = JITFunction.run
+
+    def record(self, *args, grid, warmup=False, **kwargs):
+        out.append(Launch(self, args, kwargs, tuple(grid(kwargs) if callable(grid) else grid), dict(labels)))
+
+    JITFunction.run = record
+    try:
+        with as_if_on_gpu(arch):
+            yield
+    finally:
+        JITFunction.run = real_run
+
+
+def record_headline(ops, modes, dtypes, layouts, arch: int = 90) -> list[Launch]:
+    """Run the public API at the headline case and return every launch it makes."""
+    h = HEADLINE
+    launches: list[Launch] = []
+    for op in ops:
+        for dtype_name in dtypes:
+            dtype = getattr(torch, dtype_name)
+            for layout in layouts:
+                fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                lo = h["size"]
+                hi = lo * h["scale"]
+                de = torch.empty(h["batch"], h["channels"], lo, lo, dtype=dtype).to(memory_format=fmt)
+                en = torch.empty(h["batch"], h["channels"], hi, hi, dtype=dtype).to(memory_format=fmt)
+                for mode in modes:
+                    labels = dict(op=op, mode=mode, dtype=dtype_name, layout=layout, arch=arch)
+                    with recorded_launches(labels, launches, arch):
+                        _call(op, mode, en, de, dtype)
+    return launches
+
+
+def _call(op, mode, en, de, dtype):
+    h = HEADLINE
+    grad = mode == "fwd+bwd"
+    en = en.detach().requires_grad_(grad)
+    de = de.detach().requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        if op == "carafe":
+            k2 = h["kernel"] ** 2
+            masks = torch.empty(en.shape[0], 4 * k2, *en.shape[2:], dtype=dtype, requires_grad=grad)
+            out = ft.carafe(de, masks, h["kernel"], 4, h["scale"], backend="triton")
+        else:
+            cls = ft.FADELite if op == "fade_lite" else ft.FADE
+            kw = {} if op == "fade_lite" else {"embedding_dim": h["embed"]}
+            module = cls(h["channels"], scale=h["scale"], up_kernel_size=h["kernel"], backend="triton", **kw)
+            out = module.to(dtype)(en, de)
+        if grad:
+            out.backward(torch.empty_like(out))
+
+
+def compile_launch(launch: Launch, arch: int) -> dict:
+    """Compile one launch for sm_<arch>; resource usage from ``ptxas -v`` on its PTX."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    kernel = launch.kernel
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kwargs = {"debug": False, **launch.kwargs}
+    bound, spec, opts = binder(*launch.args, **kwargs)
+    options, sig, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, spec, opts)
+    compiled = triton.compile(ASTSource(kernel, sig, constexprs, attrs), target=target, options=options.__dict__)
+    ptx = compiled.asm["ptx"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.ptx"
+        path.write_text(ptx)
+        gpu_arch = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"
+        # the flags Triton's own build passes (triton/backends/nvidia/compiler.py, make_cubin)
+        flags = ["-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu_arch}"]
+        log = subprocess.run([get_ptxas(arch).path, *flags, str(path), "-o", os.devnull],
+                             capture_output=True, text=True, check=True).stderr
+    regs = int(re.findall(r"Used (\d+) registers", log)[-1])
+    stack, st, ld = map(int, re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
+                                        log)[-1])
+    loads = re.findall(r"ld\.global(?:\.[a-z]+)*?\.((?:v\d\.)?[bfsu]\d+)", ptx)
+    widths = {w: loads.count(w) for w in sorted(set(loads))}
+    smem = compiled.metadata.shared
+    warps = compiled.metadata.num_warps
+    tc = [f"{name} {len(re.findall(pattern, ptx))}" for name, pattern in (("wgmma", r"wgmma\.mma_async"),
+                                                                          ("mma", r"\bmma\.sync"))]
+    tc = ", ".join(t for t in tc if not t.endswith(" 0")) or "none"
+    name, sms, regs_sm, smem_sm, warps_sm, blocks_sm = GPUS[arch]
+    warp_regs = -(-regs * 32 // 256) * 256
+    blocks = min(blocks_sm, warps_sm // warps, regs_sm // (warp_regs * warps),
+                 smem_sm // smem if smem else blocks_sm)
+    programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1) * (launch.grid[2] if len(launch.grid) > 2 else 1)
+    config = " ".join(f"{k}={v}" for k, v in launch.kwargs.items() if k.isupper() or k in ("num_warps", "num_stages"))
+    return dict(launch.labels, kernel=kernel.fn.__name__, arch=f"sm_{arch}", config=config, grid="x".join(map(str, launch.grid)),
+                programs=programs, regs=regs, spill_stores=st, spill_loads=ld, stack=stack, smem=smem, warps=warps,
+                tensor_core=tc, global_loads=" ".join(f"{n}x{w}" for w, n in widths.items()),
+                occupancy=f"{blocks * warps}/{warps_sm} warps ({100 * blocks * warps / warps_sm:.0f}%), "
+                          f"{programs / (blocks * sms):.1f} waves",
+                gpu=name, status="ok" if stack == st == ld == 0 else "SPILLS")
+
+
+_TASKS: list = []  # (launch, arch), filled before the worker processes fork
+
+
+def _compile_task(index):
+    launch, arch = _TASKS[index]
+    try:
+        return compile_launch(launch, arch)
+    except Exception as err:  # a failed compile is a row of the report, and a failure of the run
+        return dict(launch.labels, kernel=launch.kernel.fn.__name__, arch=f"sm_{arch}", status=f"FAILED: "
+                    f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+
+
+def report(ops, modes, dtypes, layouts, archs, jobs=2):
+    """Record, deduplicate, compile; returns the report rows (one per launch x arch)."""
+    unique: dict = {}
+    for arch in archs:  # the launchers pick tiles per compute capability
+        for launch in record_headline(ops, modes, dtypes, layouts, arch):
+            unique.setdefault((arch, launch.key()), launch)
+    _TASKS[:] = [(launch, launch.labels["arch"]) for launch in unique.values()]
+    if jobs > 1:  # forked workers inherit the recorded launches (kernels and tensors do not pickle)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            rows = list(pool.map(_compile_task, range(len(_TASKS))))
+    else:
+        rows = [_compile_task(i) for i in range(len(_TASKS))]
+    return sorted(rows, key=lambda r: (r["arch"], r["kernel"], r["op"], r["mode"], r["dtype"], r["layout"]))
+
+
+def print_rows(rows):
+    cols = [("kernel", 30), ("op", 9), ("dtype", 8), ("layout", 13), ("arch", 5), ("regs", 4), ("spill_stores", 5),
+            ("spill_loads", 5), ("stack", 5), ("smem", 6), ("tensor_core", 14), ("occupancy", 30), ("status", 6)]
+    print(" ".join(f"{name[:w]:>{w}}" if name in ("regs", "spill_stores", "spill_loads", "stack", "smem")
+                   else f"{name[:w]:{w}}" for name, w in cols))
+    for r in rows:
+        print(" ".join(f"{str(r.get(name, '')):>{w}}" if name in ("regs", "spill_stores", "spill_loads", "stack", "smem")
+                       else f"{str(r.get(name, ''))[:w]:{w}}" if name != "status" else str(r.get(name, ""))
+                       for name, w in cols))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.aot", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description=__doc__)
+    parser.add_argument("--ops", nargs="+", default=["fade", "fade_lite", "carafe"],
+                        choices=["fade", "fade_lite", "carafe"], help="public calls to record (default: all)")
+    parser.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"],
+                        help="forward only, or forward and backward (default: both)")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16", "float32"],
+                        choices=["bfloat16", "float16", "float32"], help="input dtypes (default: all three)")
+    parser.add_argument("--layouts", nargs="+", default=["nchw", "channels_last"], choices=["nchw", "channels_last"],
+                        help="memory layouts of en and de (default: both)")
+    parser.add_argument("--arch", nargs="+", type=int, default=[90, 80], choices=sorted(GPUS),
+                        help="compute capabilities to compile for (default: 90 80)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compile processes")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for compile_report.csv (default: bench/results/aot-<date>/)")
+    args = parser.parse_args(argv)
+    rows = report(args.ops, args.modes, args.dtypes, args.layouts, args.arch, args.jobs)
+    out = args.out or Path("bench/results") / f"aot-{dt.date.today().isoformat()}"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "compile_report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+    print_rows(rows)
+    bad = [r for r in rows if r["status"] != "ok"]
+    import triton
+
+    print(f"\n{len(rows)} compiles (triton {triton.__version__}, torch {torch.__version__}); wrote {out / 'compile_report.csv'}")
+    if bad:
+        print(f"{len(bad)} failed or spilled", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
