@@ -85,6 +85,29 @@ def n_input_sets(bytes_per_set: int, device: torch.device) -> int:
     return 1 if device.type == "cpu" else max(1, min(8, -(-L2_BYTES // max(bytes_per_set, 1))))
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every process on the machine has used since boot (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def other_processes_load(result: dict):
+    """Sets ``result["others_cpu"]``: the share of the machine's CPU time that other processes
+    used during the block (0 = none, 1 = every core), from /proc/stat minus this process's CPU
+    time; absent where /proc/stat is not readable. Timings taken at a high share are suspect."""
+    busy, mine, wall = _busy_cpu_seconds(), time.process_time(), time.perf_counter()
+    yield
+    if busy is not None:
+        capacity = (time.perf_counter() - wall) * (os.cpu_count() or 1)
+        others = (_busy_cpu_seconds() - busy) - (time.process_time() - mine)
+        result["others_cpu"] = min(1.0, max(0.0, others / capacity))
+
+
 def _quantiles(times_ms):
     if len(times_ms) < 2:
         return times_ms[0], times_ms[0], times_ms[0]
@@ -125,16 +148,20 @@ def gpu_wall_ms(call, device: torch.device, seconds: float = 0.1) -> float:
 
 
 def latency(call, device: torch.device, back_to_back=None) -> dict:
-    """``ms_median``, ``ms_p20``, ``ms_p80``, ``runs`` and ``wall_ms`` (per call of
-    ``back_to_back``, default ``call``)."""
-    if device.type != "cuda":
-        return cpu_latency(call)
-    from triton.testing import do_bench
+    """``ms_median``, ``ms_p20``, ``ms_p80``, ``runs``, ``wall_ms`` (per call of
+    ``back_to_back``, default ``call``) and ``others_cpu`` (see ``other_processes_load``)."""
+    load = {}
+    with other_processes_load(load):
+        if device.type == "cuda":
+            from triton.testing import do_bench
 
-    times = do_bench(call, warmup=25, rep=200, return_mode="all")
-    med, p20, p80 = _quantiles(times)
-    return {"ms_median": med, "ms_p20": p20, "ms_p80": p80, "runs": len(times),
-            "wall_ms": gpu_wall_ms(back_to_back or call, device)}
+            times = do_bench(call, warmup=25, rep=200, return_mode="all")
+            med, p20, p80 = _quantiles(times)
+            result = {"ms_median": med, "ms_p20": p20, "ms_p80": p80, "runs": len(times),
+                      "wall_ms": gpu_wall_ms(back_to_back or call, device)}
+        else:
+            result = cpu_latency(call)
+    return {**result, **load}
 
 
 @contextlib.contextmanager

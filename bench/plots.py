@@ -17,6 +17,11 @@ COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_co
 LAYOUT_STYLE = {"nchw": "-", "channels_last": "--"}
 AXIS = {"size": "decoder \u2192 output resolution", "channels": "channels C", "batch": "batch B"}
 SPREAD_LIMIT = 1.5  # a speed-up whose p20-p80 range spans more than this factor is not supported
+OTHERS_LIMIT = 0.25  # nor one timed while other processes used more than this share of the CPU
+
+
+def contended(row: dict) -> bool:
+    return (row.get("others_cpu") or 0.0) > OTHERS_LIMIT
 
 
 def _tick(key, value, scale):
@@ -29,6 +34,9 @@ def _legend(ax, rows):
     layouts = [lay for lay in LAYOUT_STYLE if any(r["layout"] == lay for r in rows)]
     if len(layouts) > 1:
         handles += [Line2D([], [], color="k", ls=LAYOUT_STYLE[lay], label=lay) for lay in layouts]
+    if any(contended(r) for r in rows):
+        handles.append(Line2D([], [], color="k", marker="o", mfc="white", ls="",
+                              label=f"timed while others used > {OTHERS_LIMIT:.0%} CPU"))
     ax.legend(handles=handles, fontsize=7)
 
 
@@ -40,8 +48,10 @@ def _lines(ax, rows, value, key="size", band=None):
             pr = sorted((r for r in rows if (r["provider"], r["layout"]) == (provider, layout)), key=lambda r: r[key])
             if not pr:
                 continue
-            x = [r[key] for r in pr]
-            ax.plot(x, [value(r) for r in pr], marker="o", ms=4, color=COLORS[provider], ls=style)
+            x, y = [r[key] for r in pr], [value(r) for r in pr]
+            ax.plot(x, y, color=COLORS[provider], ls=style)
+            ax.scatter(x, y, s=18, zorder=3, color=[COLORS[provider] if not contended(r) else "white" for r in pr],
+                       edgecolors=COLORS[provider])
             if band:
                 lo, hi = zip(*(band(r) for r in pr))
                 ax.fill_between(x, lo, hi, color=COLORS[provider], alpha=0.15, lw=0)
@@ -59,8 +69,10 @@ def speedup(base: dict, ours: dict) -> tuple[float, float, float]:
     return (base["ms_median"] / ours["ms_median"], base["ms_p20"] / ours["ms_p80"], base["ms_p80"] / ours["ms_p20"])
 
 
-def supported(low: float, high: float) -> bool:
-    return high / low <= SPREAD_LIMIT
+def supported(low: float, high: float, *rows: dict) -> bool:
+    """Whether a speed-up range supports its ratio: not wider than SPREAD_LIMIT, and neither
+    timing (``rows``) taken while other processes used more than OTHERS_LIMIT of the CPU."""
+    return high / low <= SPREAD_LIMIT and not any(contended(r) for r in rows)
 
 
 def _speedup_bars(ax, rows):
@@ -76,7 +88,7 @@ def _speedup_bars(ax, rows):
             if (ours, s) not in by or (base, s) not in by:
                 continue
             ratio, lo, hi = speedup(by[(base, s)], by[(ours, s)])
-            ok = supported(lo, hi)
+            ok = supported(lo, hi, by[(base, s)], by[(ours, s)])
             ax.bar(j + i * width, ratio, width, color=COLORS[base], alpha=0.9 if ok else 0.3, hatch=None if ok else "xx",
                    edgecolor=COLORS[ours], lw=1.5, yerr=[[ratio - lo], [hi - ratio]], capsize=3, label=label)
             label = None
@@ -160,7 +172,8 @@ def figures(rows, env):
                 lambda ax, pr: _lines(ax, pr, lambda r: max(r["peak_bytes"], 1) / 2**20), "MiB")
             yield f"speedup_{dtype}.png", _figure(
                 res, "Speed-up over each baseline: ratio of median times\nerror bars: from the p20/p80 of both "
-                     f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, too wide to support the ratio\n{head}",
+                     f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, or a timing taken while other processes "
+                     f"used > {OTHERS_LIMIT:.0%} of the CPU\n{head}",
                 _speedup_bars,
                 "baseline time / our time", by_layout=True)
             floored = [r for r in res if r.get("x_floor")]

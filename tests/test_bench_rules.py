@@ -5,6 +5,7 @@ the rule that marks it, the compile-report hook, the CLI's help and where runs g
 import os
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -97,7 +98,21 @@ def test_speedup_range_and_the_rule_that_marks_it():
     ratio, low, high = plots.speedup(base, ours)
     assert (ratio, low, high) == pytest.approx((5.0, 9.0 / 2.5, 12.0 / 1.8))
     assert not plots.supported(low, high)  # 6.67 / 3.6 = 1.85 > 1.5
-    assert plots.supported(*plots.speedup({**base, "ms_p80": 10.5}, {**ours, "ms_p20": 1.9, "ms_p80": 2.1})[1:])
+    narrow = ({**base, "ms_p80": 10.5}, {**ours, "ms_p20": 1.9, "ms_p80": 2.1})
+    assert plots.supported(*plots.speedup(*narrow)[1:], *narrow)  # 10.5/1.9 / (9/2.1) = 1.29
+    busy = ({**narrow[0], "others_cpu": 0.5}, narrow[1])  # timed while others used half the CPU
+    assert not plots.supported(*plots.speedup(*busy)[1:], *busy)
+
+
+def test_other_processes_load_is_measured(monkeypatch):
+    # a machine whose other processes use one of its two cores while this one sleeps
+    busy = iter([100.0, 101.0])
+    monkeypatch.setattr(measure, "_busy_cpu_seconds", lambda: next(busy))
+    monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
+    load = {}
+    with measure.other_processes_load(load):
+        time.sleep(0.5)
+    assert load["others_cpu"] == pytest.approx(1.0 / (0.5 * 2), rel=0.1)
 
 
 def test_compile_report_is_attached_when_bench_aot_provides_one(tmp_path, monkeypatch):
