@@ -1,5 +1,5 @@
 """The benchmark's measuring rules, each on its own: no gradient accumulates across timed
-calls, the float32 floor uses the rate at the precision the kernels run at, the CPU
+calls, a timing taken while the machine was busy is taken again, the float32 floor uses the rate at the precision the kernels run at, the CPU
 profiler's C-level output is hidden unless the measurement fails, the speed-up range and
 the rule that marks it, the compile-report hook, the CLI's help and where runs go."""
 import os
@@ -49,6 +49,19 @@ def test_timed_fwd_bwd_calls_do_not_accumulate_gradients(tmp_path, monkeypatch):
     for grads in later:
         for got, once in zip(grads, first):
             torch.testing.assert_close(got, once)  # accumulation would give 2x, 3x
+
+
+def test_a_timing_taken_while_the_machine_was_busy_is_taken_again(tmp_path, monkeypatch):
+    others = iter([0.6, 0.1])  # busy the first time, calm the second; a third call would fail
+
+    def fake_latency(call, device, back_to_back=None):
+        call()
+        return {"ms_median": 1.0, "ms_p20": 1.0, "ms_p80": 1.0, "runs": 1, "wall_ms": 1.0, "others_cpu": next(others)}
+
+    monkeypatch.setattr(measure, "latency", fake_latency)
+    monkeypatch.setattr(run, "machine_rates_for", lambda *args: {})
+    rows = run.run([Case(op="fade", batch=1, channels=8, size=8)], ["torch"], torch.device("cpu"), tmp_path, plots=False)
+    assert rows[0]["status"] == "ok" and rows[0]["others_cpu"] == 0.1
 
 
 def test_fp32_floor_uses_the_rate_at_the_precision_the_kernels_run_at(monkeypatch):
