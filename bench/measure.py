@@ -25,6 +25,7 @@ from fade_triton.profiling import peak_memory
 L2_BYTES = 100 * 2**20  # inputs rotated until they exceed this (H100/H200 L2 is 50 MiB)
 COPY_BYTES = {"cuda": 1 << 30, "cpu": 1 << 27}  # the copy that measures the bandwidth
 MATMUL_N = {"cuda": 8192, "cpu": 1024}  # the square matmul that measures the FLOP rate
+CONTENTION_MARGIN = 0.25  # see other_processes_load: with every core in use, others above 25% is contention
 # CPU stopping rule: at least CPU_MIN_RUNS runs and CPU_MIN_SECONDS, then until the p20-p80
 # spread is at most CPU_TARGET_SPREAD of the median, or CPU_MAX_SECONDS have passed (on a
 # shared machine the spread may stay wide: more runs then keep a burst of load from moving
@@ -97,15 +98,19 @@ def _busy_cpu_seconds() -> float | None:
 
 @contextlib.contextmanager
 def other_processes_load(result: dict):
-    """Sets ``result["others_cpu"]``: the share of the machine's CPU time that other processes
-    used during the block (0 = none, 1 = every core), from /proc/stat minus this process's CPU
-    time; absent where /proc/stat is not readable. Timings taken at a high share are suspect."""
+    """Sets ``result["others_cpu"]``, the share of the machine's CPU time that other processes
+    used during the block (0 = none, 1 = every core; /proc/stat minus this process's CPU time),
+    and ``result["contended"]`` (1 or 0): whether they took more than the cores PyTorch's
+    threads leave spare plus CONTENTION_MARGIN of the machine, i.e. CPU this process needed.
+    Nothing is set where /proc/stat is not readable."""
     busy, mine, wall = _busy_cpu_seconds(), time.process_time(), time.perf_counter()
     yield
     if busy is not None:
-        capacity = (time.perf_counter() - wall) * (os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
         others = (_busy_cpu_seconds() - busy) - (time.process_time() - mine)
-        result["others_cpu"] = min(1.0, max(0.0, others / capacity))
+        result["others_cpu"] = min(1.0, max(0.0, others / ((time.perf_counter() - wall) * cores)))
+        spare = max(0, cores - torch.get_num_threads()) / cores
+        result["contended"] = int(result["others_cpu"] > spare + CONTENTION_MARGIN)
 
 
 def _quantiles(times_ms):

@@ -17,11 +17,11 @@ COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_co
 LAYOUT_STYLE = {"nchw": "-", "channels_last": "--"}
 AXIS = {"size": "decoder \u2192 output resolution", "channels": "channels C", "batch": "batch B"}
 SPREAD_LIMIT = 1.5  # a speed-up whose p20-p80 range spans more than this factor is not supported
-OTHERS_LIMIT = 0.25  # nor one timed while other processes used more than this share of the CPU
 
 
 def contended(row: dict) -> bool:
-    return (row.get("others_cpu") or 0.0) > OTHERS_LIMIT
+    """Timed while other processes took CPU this one needed (``measure.other_processes_load``)."""
+    return bool(row.get("contended"))
 
 
 def _tick(key, value, scale):
@@ -36,7 +36,7 @@ def _legend(ax, rows):
         handles += [Line2D([], [], color="k", ls=LAYOUT_STYLE[lay], label=lay) for lay in layouts]
     if any(contended(r) for r in rows):
         handles.append(Line2D([], [], color="k", marker="o", mfc="white", ls="",
-                              label=f"timed while others used > {OTHERS_LIMIT:.0%} CPU"))
+                              label="timed while other processes took CPU it needed"))
     ax.legend(handles=handles, fontsize=7)
 
 
@@ -71,7 +71,7 @@ def speedup(base: dict, ours: dict) -> tuple[float, float, float]:
 
 def supported(low: float, high: float, *rows: dict) -> bool:
     """Whether a speed-up range supports its ratio: not wider than SPREAD_LIMIT, and neither
-    timing (``rows``) taken while other processes used more than OTHERS_LIMIT of the CPU."""
+    timing (``rows``) taken while other processes took CPU it needed."""
     return high / low <= SPREAD_LIMIT and not any(contended(r) for r in rows)
 
 
@@ -137,7 +137,9 @@ def _setting(rows, env, vary):
     precision = env.get("fp32_precision", "not recorded").upper()  # older runs did not record it
     dtype = f"float32 ({precision})" if r["dtype"] == "float32" else f"{r['dtype']} (float32 setting: {precision})"
     parts = [dtype] + [v for k, v in fixed.items() if k != vary] + [f"E={r['embed']} (FADE)", f"K={r['kernel']}"]
-    return f"{env['device']} \u00b7 " + ", ".join(parts) + f" \u00b7 torch {env['torch']}, triton {env['triton']}"
+    cpu = env.get("device_type") == "cpu" and "threads" in env
+    device = env["device"] + (f", {env['threads']} torch threads" if cpu else "")
+    return f"{device} \u00b7 " + ", ".join(parts) + f" \u00b7 torch {env['torch']}, triton {env['triton']}"
 
 
 def _floor_note(env, dtype):
@@ -173,7 +175,7 @@ def figures(rows, env):
             yield f"speedup_{dtype}.png", _figure(
                 res, "Speed-up over each baseline: ratio of median times\nerror bars: from the p20/p80 of both "
                      f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, or a timing taken while other processes "
-                     f"used > {OTHERS_LIMIT:.0%} of the CPU\n{head}",
+                     f"took CPU it needed\n{head}",
                 _speedup_bars,
                 "baseline time / our time", by_layout=True)
             floored = [r for r in res if r.get("x_floor")]

@@ -104,7 +104,7 @@ def with_floor_ratios(row: dict) -> dict:
 
 def retime_contended(rows: list[dict], timed: list[tuple], device) -> None:
     """Time once more, after all the others, every (case, provider) whose timing was taken while
-    other processes used more than OTHERS_LIMIT of the CPU; keep the calmer of the two."""
+    other processes took CPU it needed (``measure.other_processes_load``); keep the calmer."""
     todo = [(i, case, provider) for i, case, provider in timed if contended(rows[i])]
     for i, case, provider in tqdm(todo, desc="re-timing busy cases", unit="case", dynamic_ncols=True, disable=not todo):
         again = measure_one(provider, case, device, check.reference(case, device) if provider in CHECKED else None)
@@ -177,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: bench/results/_scratch/DEVICE_DATE_PRESET/, which git "
                         "ignores; commit a run by naming a folder under bench/results/)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (torch.set_num_threads; default: PyTorch's choice). On a "
+                        "shared machine 1 thread is far less disturbed by other processes than several")
     p.add_argument("--no-plots", action="store_true", help="write results.csv and env.json only, no PNGs")
     return p
 
@@ -184,6 +187,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = args.preset or ("gpu" if device.type == "cuda" else "quick")
     run(preset(name), args.providers, device, args.out or default_out_dir(device, name),

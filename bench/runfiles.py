@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 CASE_FIELDS = ["op", "mode", "dtype", "layout", "batch", "channels", "size", "scale", "kernel", "embed", "sweep"]
-MEASURED_FIELDS = ["provider", "status", "reason", "ms_median", "ms_p20", "ms_p80", "runs", "others_cpu", "wall_ms", "gb_per_s",
+MEASURED_FIELDS = ["provider", "status", "reason", "ms_median", "ms_p20", "ms_p80", "runs", "others_cpu", "contended", "wall_ms", "gb_per_s",
                    "peak_bytes", "rel_err_vs_torch", "grad_rel_err_vs_torch", "min_bytes", "flops", "floor_ms",
                    "floor_bound", "x_floor"]
 ENV_FIELDS = ["fp32_precision", "device", "torch", "triton"]  # repeated on every row: each row stands alone
 FIELDS = CASE_FIELDS + MEASURED_FIELDS + ENV_FIELDS
-INTS = {"batch", "channels", "size", "scale", "kernel", "embed", "runs", "peak_bytes", "min_bytes", "flops"}
+INTS = {"batch", "channels", "size", "scale", "kernel", "embed", "runs", "contended", "peak_bytes", "min_bytes", "flops"}
 FLOATS = {"ms_median", "ms_p20", "ms_p80", "others_cpu", "wall_ms", "gb_per_s", "rel_err_vs_torch", "grad_rel_err_vs_torch",
           "floor_ms", "x_floor"}
 
@@ -45,6 +45,7 @@ def environment(device: torch.device, argv: list[str], fp32_precision: str) -> d
         "device": device_name(device), "device_type": device.type,
         "torch": torch.__version__, "triton": _version("triton"), "cuda": torch.version.cuda,
         "mmcv": _version("mmcv"), "python": platform.python_version(), "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
         "command": " ".join(["python", "-m", "bench", *argv]),
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "fp32_precision": fp32_precision,

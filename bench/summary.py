@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 from .cases import Case
-from .plots import OTHERS_LIMIT
 from .providers import DISPLAY
 
 HEADER = (f"  {'provider':22s} {'ms':>9s} {'p20-p80 ms':>17s} {'others':>6s} {'wall ms':>9s} {'GB/s':>7s} "
@@ -22,8 +21,9 @@ def column_notes(env: dict) -> list[tuple[str, str]]:
     return [
         ("ms", f"median time per call: {clock}"),
         ("p20-p80 ms", "20th-80th percentiles of the same runs (the spread drawn on the plots)"),
-        ("others", "share of the machine's CPU that other processes used while it was timed; above "
-                   f"{OTHERS_LIMIT:.0%} the timing is suspect (hollow markers, hatched speed-ups)"),
+        ("others", "share of the machine's CPU that other processes used while it was timed; '!': more "
+                   "than the cores left spare by PyTorch's threads plus 25%, so the timing is suspect (taken "
+                   "again at the end, the calmer kept; still suspect: hollow markers, hatched speed-ups)"),
         ("wall ms", "mean wall-clock time per call of back-to-back calls on one input set, no cache flushes: "
                     "what a user's loop sees" + (" (host overhead included)" if gpu else "; on CPU the same runs as ms")),
         ("GB/s", "the roofline's bytes (each input read once, each output written once) / ms"),
@@ -39,7 +39,8 @@ def _cell(row, key, fmt, width):
 
 
 def print_summary(rows, env, skipped, out_dir: Path, written):
-    print(f"\n{env['device']} | torch {env['torch']} | triton {env['triton']} | "
+    threads = f" | {env['threads']} torch threads" if env["device_type"] == "cpu" else ""
+    print(f"\n{env['device']}{threads} | torch {env['torch']} | triton {env['triton']} | "
           f"float32 at {env['fp32_precision'].upper()} | {env['date_utc']}")
     if env["device_type"] != "cuda":
         print("No CUDA device: CPU timings of the CPU-capable providers; they say nothing about GPU speed.")
@@ -57,7 +58,7 @@ def print_summary(rows, env, skipped, out_dir: Path, written):
             print(f"  {name:22s} {r['status']}: {r['reason']}")
             continue
         spread = f"{r['ms_p20']:.3f}-{r['ms_p80']:.3f}"
-        others = f"{r['others_cpu']:.0%}" if r.get("others_cpu") is not None else "-"
+        others = f"{r['others_cpu']:.0%}{'!' if r.get('contended') else ''}" if r.get("others_cpu") is not None else "-"
         print(f"  {name:22s} {r['ms_median']:9.3f} {spread:>17s} {others:>6s} {r['wall_ms']:9.3f} {_cell(r, 'gb_per_s', '.2f', 7)} "
               f"{r['peak_bytes'] / 2**20:9.2f} {_cell(r, 'x_floor', '.1f', 8)}")
     print("Columns:")

@@ -56,7 +56,9 @@ def test_a_timing_taken_while_the_machine_was_busy_is_taken_again(tmp_path, monk
 
     def fake_latency(call, device, back_to_back=None):
         call()
-        return {"ms_median": 1.0, "ms_p20": 1.0, "ms_p80": 1.0, "runs": 1, "wall_ms": 1.0, "others_cpu": next(others)}
+        share = next(others)
+        return {"ms_median": 1.0, "ms_p20": 1.0, "ms_p80": 1.0, "runs": 1, "wall_ms": 1.0, "others_cpu": share,
+                "contended": int(share > 0.25)}
 
     monkeypatch.setattr(measure, "latency", fake_latency)
     monkeypatch.setattr(run, "machine_rates_for", lambda *args: {})
@@ -113,19 +115,22 @@ def test_speedup_range_and_the_rule_that_marks_it():
     assert not plots.supported(low, high)  # 6.67 / 3.6 = 1.85 > 1.5
     narrow = ({**base, "ms_p80": 10.5}, {**ours, "ms_p20": 1.9, "ms_p80": 2.1})
     assert plots.supported(*plots.speedup(*narrow)[1:], *narrow)  # 10.5/1.9 / (9/2.1) = 1.29
-    busy = ({**narrow[0], "others_cpu": 0.5}, narrow[1])  # timed while others used half the CPU
+    busy = ({**narrow[0], "others_cpu": 0.5, "contended": 1}, narrow[1])  # others took CPU it needed
     assert not plots.supported(*plots.speedup(*busy)[1:], *busy)
 
 
-def test_other_processes_load_is_measured(monkeypatch):
-    # a machine whose other processes use one of its two cores while this one sleeps
-    busy = iter([100.0, 101.0])
+@pytest.mark.parametrize("threads, contended", [(2, 1), (1, 0)])
+def test_other_processes_load_is_measured(monkeypatch, threads, contended):
+    # other processes keep one of two cores busy while this one sleeps: they take CPU that
+    # two PyTorch threads would need, and leave the core one thread needs
+    busy = iter([100.0, 100.5])
     monkeypatch.setattr(measure, "_busy_cpu_seconds", lambda: next(busy))
     monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(measure.torch, "get_num_threads", lambda: threads)
     load = {}
     with measure.other_processes_load(load):
         time.sleep(0.5)
-    assert load["others_cpu"] == pytest.approx(1.0 / (0.5 * 2), rel=0.1)
+    assert load["others_cpu"] == pytest.approx(0.5, rel=0.1) and load["contended"] == contended
 
 
 def test_compile_report_is_attached_when_bench_aot_provides_one(tmp_path, monkeypatch):
