@@ -24,6 +24,10 @@ def contended(row: dict) -> bool:
     return bool(row.get("contended"))
 
 
+def threads_note(threads: int) -> str:
+    return f"{threads} torch thread{'s' if threads != 1 else ''}"
+
+
 def _tick(key, value, scale):
     return f"{value}\u00b2\u2192{value * scale}\u00b2" if key == "size" else str(value)
 
@@ -138,7 +142,7 @@ def _setting(rows, env, vary):
     dtype = f"float32 ({precision})" if r["dtype"] == "float32" else f"{r['dtype']} (float32 setting: {precision})"
     parts = [dtype] + [v for k, v in fixed.items() if k != vary] + [f"E={r['embed']} (FADE)", f"K={r['kernel']}"]
     cpu = env.get("device_type") == "cpu" and "threads" in env
-    device = env["device"] + (f", {env['threads']} torch threads" if cpu else "")
+    device = env["device"] + (f", {threads_note(env['threads'])}" if cpu else "")
     return f"{device} \u00b7 " + ", ".join(parts) + f" \u00b7 torch {env['torch']}, triton {env['triton']}"
 
 
@@ -154,8 +158,8 @@ def _draw_floor(ax, pr):
     _lines(ax, pr, lambda r: r["x_floor"])
     ax.axhline(1.0, color="k", lw=1)
     bounds = {"bytes": "bytes (memory-bound)", "flops": "FLOPs (compute-bound)"}
-    ax.text(0.02, 0.97, "floor set by " + " / ".join(bounds.get(b, b) for b in sorted({r.get("floor_bound", "?") for r in pr})),
-            transform=ax.transAxes, fontsize=8, color="0.25", va="top")
+    bound = " / ".join(bounds.get(b, b) for b in sorted({r.get("floor_bound", "?") for r in pr}))
+    ax.set_xlabel(f"{AXIS['size']}; floor set by {bound}")
 
 
 def figures(rows, env):

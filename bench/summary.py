@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from .cases import Case
+from .plots import threads_note
 from .providers import DISPLAY
 
 HEADER = (f"  {'provider':22s} {'ms':>9s} {'p20-p80 ms':>17s} {'others':>6s} {'wall ms':>9s} {'GB/s':>7s} "
@@ -39,7 +40,7 @@ def _cell(row, key, fmt, width):
 
 
 def print_summary(rows, env, skipped, out_dir: Path, written):
-    threads = f" | {env['threads']} torch threads" if env["device_type"] == "cpu" else ""
+    threads = f" | {threads_note(env['threads'])}" if env["device_type"] == "cpu" else ""
     print(f"\n{env['device']}{threads} | torch {env['torch']} | triton {env['triton']} | "
           f"float32 at {env['fp32_precision'].upper()} | {env['date_utc']}")
     if env["device_type"] != "cuda":
