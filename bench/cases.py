@@ -47,9 +47,9 @@ def _grid(sweep, ops=OPS, modes=MODES, dtypes=("float32",), batch=(8,), channels
 PRESETS = {
     "quick": "B=1, C=32, E=64, K=5, decoder 16^2/24^2/32^2 upsampled x2, float32, fwd and fwd+bwd; "
              "FADE and FADE-Lite in NCHW, FADE also channels_last (18 cases). The CPU default: about "
-             "45 s on 2 CPU cores.",
+             "1 minute on 2 CPU cores, minutes more while other processes compete for them.",
     "memory-target": "B=2, C=64, 64^2 -> 128^2, float32, FADE forward only (1 case): the fade_triton/torch "
-                     "path's memory target. About 15 s on 2 CPU cores.",
+                     "path's memory target. Under 1 minute on 2 CPU cores.",
     "headline": "B=8, C=256, E=64, 64^2 -> 128^2, float32 and bfloat16, NCHW and channels_last, FADE and "
                 "FADE-Lite, fwd and fwd+bwd (16 cases). Sized for a GPU; not timed on CPU.",
     "segformer-b1": "the paper's SegFormer-B1 head: B=2, C=256, decoder 16^2/32^2/64^2 (stride 32/16/8 maps "
