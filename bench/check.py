@@ -16,7 +16,8 @@ def output_grad(case: Case, device: torch.device) -> torch.Tensor:
     in the case's layout."""
     hi = case.size * case.scale
     gen = torch.Generator(device).manual_seed(2)
-    grad = torch.randn(case.batch, case.channels, hi, hi, generator=gen, device=device, dtype=getattr(torch, case.dtype))
+    grad = torch.randn(case.batch, case.channels, hi, hi, generator=gen, device=device,
+                       dtype=getattr(torch, case.dtype))
     return grad.to(memory_format=torch.channels_last) if case.layout == "channels_last" else grad
 
 

@@ -93,8 +93,9 @@ def _speedup_bars(ax, rows):
                 continue
             ratio, lo, hi = speedup(by[(base, s)], by[(ours, s)])
             ok = supported(lo, hi, by[(base, s)], by[(ours, s)])
-            ax.bar(j + i * width, ratio, width, color=COLORS[base], alpha=0.9 if ok else 0.3, hatch=None if ok else "xx",
-                   edgecolor=COLORS[ours], lw=1.5, yerr=[[ratio - lo], [hi - ratio]], capsize=3, label=label)
+            ax.bar(j + i * width, ratio, width, color=COLORS[base], alpha=0.9 if ok else 0.3,
+                   hatch=None if ok else "xx", edgecolor=COLORS[ours], lw=1.5, yerr=[[ratio - lo], [hi - ratio]],
+                   capsize=3, label=label)
             label = None
             ax.annotate(f"{ratio:.1f}x" + ("" if ok else "?"), (j + i * width, hi), xytext=(0, 2),
                         textcoords="offset points", ha="center", fontsize=7)
@@ -178,8 +179,8 @@ def figures(rows, env):
                 lambda ax, pr: _lines(ax, pr, lambda r: max(r["peak_bytes"], 1) / 2**20), "MiB")
             yield f"speedup_{dtype}.png", _figure(
                 res, "Speed-up over each baseline: ratio of median times\nerror bars: from the p20/p80 of both "
-                     f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, or a timing taken while other processes "
-                     f"took CPU it needed\n{head}",
+                     f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, or a timing taken while "
+                     f"other processes took CPU it needed\n{head}",
                 _speedup_bars,
                 "baseline time / our time", by_layout=True)
             floored = [r for r in res if r.get("x_floor")]

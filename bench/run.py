@@ -49,7 +49,8 @@ def floor_fields(case, rates: dict) -> dict:
     if case.dtype not in rates:
         return {}
     bw, rate = rates[case.dtype]["bandwidth"], rates[case.dtype]["flop_rate"]
-    return {"floor_ms": 1e3 * roofline.floor_seconds(case, bw, rate), "floor_bound": roofline.floor_bound(case, bw, rate)}
+    return {"floor_ms": 1e3 * roofline.floor_seconds(case, bw, rate),
+            "floor_bound": roofline.floor_bound(case, bw, rate)}
 
 
 def measure_one(provider, case, device, reference) -> dict:

@@ -26,7 +26,8 @@ def column_notes(env: dict) -> list[tuple[str, str]]:
                    "than the cores left spare by PyTorch's threads plus 25%, so the timing is suspect (taken "
                    "again at the end, the calmer kept; still suspect: hollow markers, hatched speed-ups)"),
         ("wall ms", "mean wall-clock time per call of back-to-back calls on one input set, no cache flushes: "
-                    "what a user's loop sees" + (" (host overhead included)" if gpu else "; on CPU the same runs as ms")),
+                    "what a user's loop sees"
+                    + (" (host overhead included)" if gpu else "; on CPU the same runs as ms")),
         ("GB/s", "the roofline's bytes (each input read once, each output written once) / ms"),
         ("peak MiB", "peak memory allocated during the call above the inputs (output and gradients included)"),
         ("x floor", "ms / roofline floor; floor = max(bytes / copy bandwidth, FLOPs / matmul rate in the dtype, "
@@ -60,8 +61,8 @@ def print_summary(rows, env, skipped, out_dir: Path, written):
             continue
         spread = f"{r['ms_p20']:.3f}-{r['ms_p80']:.3f}"
         others = f"{r['others_cpu']:.0%}{'!' if r.get('contended') else ''}" if r.get("others_cpu") is not None else "-"
-        print(f"  {name:22s} {r['ms_median']:9.3f} {spread:>17s} {others:>6s} {r['wall_ms']:9.3f} {_cell(r, 'gb_per_s', '.2f', 7)} "
-              f"{r['peak_bytes'] / 2**20:9.2f} {_cell(r, 'x_floor', '.1f', 8)}")
+        print(f"  {name:22s} {r['ms_median']:9.3f} {spread:>17s} {others:>6s} {r['wall_ms']:9.3f} "
+              f"{_cell(r, 'gb_per_s', '.2f', 7)} {r['peak_bytes'] / 2**20:9.2f} {_cell(r, 'x_floor', '.1f', 8)}")
     print("Columns:")
     for name, text in column_notes(env):
         print(textwrap.fill(text, 100, initial_indent=f"  {name:12s}", subsequent_indent=" " * 14))

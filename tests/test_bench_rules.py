@@ -1,7 +1,8 @@
 """The benchmark's measuring rules, each on its own: no gradient accumulates across timed
-calls, a timing taken while the machine was busy is taken again, the float32 floor uses the rate at the precision the kernels run at, the CPU
-profiler's C-level output is hidden unless the measurement fails, the speed-up range and
-the rule that marks it, the compile-report hook, the CLI's help and where runs go."""
+calls, a timing taken while the machine was busy is taken again, the float32 floor uses the
+rate at the precision the kernels run at, the CPU profiler's C-level output is hidden unless
+the measurement fails, the speed-up range and the rule that marks it, the compile-report
+hook, the CLI's help and where runs go."""
 import os
 import subprocess
 import sys
@@ -62,7 +63,8 @@ def test_a_timing_taken_while_the_machine_was_busy_is_taken_again(tmp_path, monk
 
     monkeypatch.setattr(measure, "latency", fake_latency)
     monkeypatch.setattr(run, "machine_rates_for", lambda *args: {})
-    rows = run.run([Case(op="fade", batch=1, channels=8, size=8)], ["torch"], torch.device("cpu"), tmp_path, plots=False)
+    case = Case(op="fade", batch=1, channels=8, size=8)
+    rows = run.run([case], ["torch"], torch.device("cpu"), tmp_path, plots=False)
     assert rows[0]["status"] == "ok" and rows[0]["others_cpu"] == 0.1
 
 
@@ -70,7 +72,8 @@ def test_fp32_floor_uses_the_rate_at_the_precision_the_kernels_run_at(monkeypatc
     rate = {"tf32": 4e14, "ieee": 5e13}
     asked = []
     monkeypatch.setattr(measure, "copy_bandwidth", lambda device: 1e14)
-    monkeypatch.setattr(measure, "matmul_rate", lambda device, dtype, precision: asked.append(precision) or rate[precision])
+    monkeypatch.setattr(measure, "matmul_rate",
+                        lambda device, dtype, precision: asked.append(precision) or rate[precision])
     case = Case(op="fade", batch=8, channels=256, size=64)  # compute-bound at these rates
     cuda = torch.device("cuda")  # a device object only: the measurements are the fakes above
     for setting in ("tf32", "ieee"):
