@@ -28,12 +28,17 @@ def test_roofline_hand_computed_case():
 
 
 def test_quick_preset_end_to_end(tmp_path, monkeypatch, capfd):
-    # the quick preset as `python -m bench` runs it, with a shorter measuring rule (the rule's
-    # constants are policy; what is tested here is that every part of a run works)
+    # The quick preset as `python -m bench` runs it, with a shorter measuring rule (the rule's
+    # constants are policy; what is tested here is that every part of a run works) and one
+    # PyTorch thread, which keeps the test's duration steady on a machine shared with other jobs.
     monkeypatch.setattr(measure, "CPU_MIN_RUNS", 3)
     monkeypatch.setattr(measure, "CPU_MIN_SECONDS", 0.02)
     monkeypatch.setattr(measure, "CPU_MAX_SECONDS", 0.15)
-    run.main(["--preset", "quick", "--device", "cpu", "--out", str(tmp_path)])
+    threads = torch.get_num_threads()
+    try:
+        run.main(["--preset", "quick", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
     console = capfd.readouterr()
     assert "profiler_start" not in console.err + console.out  # the CPU profiler's lines are captured
     assert "Columns:" in console.out and "x floor" in console.out and str(tmp_path) in console.out
