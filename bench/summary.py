@@ -66,6 +66,11 @@ def print_summary(rows, env, skipped, out_dir: Path, written):
     print("Columns:")
     for name, text in column_notes(env):
         print(textwrap.fill(text, 100, initial_indent=f"  {name:12s}", subsequent_indent=" " * 14))
+    busy = sum(1 for r in rows if r.get("contended"))
+    if busy:
+        hint = " On a shared machine, --threads 1 is far less disturbed." if env["device_type"] == "cpu" else ""
+        print(textwrap.fill(f"{busy} timings stayed contended (marked !) after being taken again: other processes "
+                            f"took CPU they needed.{hint}", 100))
     for (provider, reason), n in sorted(skipped.items()):
         print(textwrap.fill(f"skipped {DISPLAY[provider]} ({n} cases): {reason}", 100, subsequent_indent="    "))
     where = Path(out_dir).resolve()
