@@ -4,7 +4,7 @@
 # Everything it writes goes under $OUT (default bench/results/_scratch), logs included.
 #
 #   bash bench/gpu_session.sh tests      # whole suite on CUDA: compiled kernels, bf16, TF32, >2**31 elements
-#   bash bench/gpu_session.sh headline   # B=8, C=256, 64^2 -> 128^2; float32 + bfloat16; fwd, fwd+bwd
+#   bash bench/gpu_session.sh headline   # B=8, C=256, 64^2 -> 128^2; float32 + bfloat16; NCHW + channels_last
 #   bash bench/gpu_session.sh sweep      # the 'gpu' preset: resolution, channel, batch and dtype sweeps
 #   bash bench/gpu_session.sh mmcv       # build mmcv from a carried bench/.mmcv-wheelhouse (build_mmcv.sh)
 set -uo pipefail

@@ -1,123 +1,205 @@
-"""Plots of a benchmark run, one file per dtype, one panel per (op, mode):
-latency, peak memory, speed-up over each baseline and time over the roofline floor against
-resolution; latency against channels and batch where those sweeps were run."""
+"""Plots of a benchmark run, one file per dtype, one panel per (op, mode): latency, peak
+memory and time over the roofline floor against resolution (NCHW solid, channels_last
+dashed), speed-up over each baseline with its p20-p80 range (one panel per layout), and
+latency against channels and batch where those sweeps were run. ``figures`` yields them for
+a notebook; ``plot_all`` saves them."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, and notebooks display these as they are
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .providers import BASELINES, OURS  # noqa: E402
+from .providers import BASELINES, DISPLAY, OURS
 
 COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_compiled": "#9467bd",
           "mmcv": "#2ca02c", "bilinear": "#bcbd22"}
-STYLE = {"bilinear": ":", "naive": "--", "naive_compiled": "--", "mmcv": "-."}
+LAYOUT_STYLE = {"nchw": "-", "channels_last": "--"}
 AXIS = {"size": "decoder \u2192 output resolution", "channels": "channels C", "batch": "batch B"}
+SPREAD_LIMIT = 1.5  # a speed-up whose p20-p80 range spans more than this factor is not supported
+
+
+def contended(row: dict) -> bool:
+    """Timed while other processes took CPU this one needed (``measure.other_processes_load``)."""
+    return bool(row.get("contended"))
+
+
+def threads_note(threads: int) -> str:
+    return f"{threads} torch thread{'s' if threads != 1 else ''}"
 
 
 def _tick(key, value, scale):
     return f"{value}\u00b2\u2192{value * scale}\u00b2" if key == "size" else str(value)
 
 
+def _legend(ax, rows):
+    handles = [Line2D([], [], color=COLORS[p], marker="o", ms=4, label=DISPLAY[p])
+               for p in COLORS if any(r["provider"] == p for r in rows)]
+    layouts = [lay for lay in LAYOUT_STYLE if any(r["layout"] == lay for r in rows)]
+    if len(layouts) > 1:
+        handles += [Line2D([], [], color="k", ls=LAYOUT_STYLE[lay], label=lay) for lay in layouts]
+    if any(contended(r) for r in rows):
+        handles.append(Line2D([], [], color="k", marker="o", mfc="white", ls="",
+                              label="timed while other processes took CPU it needed"))
+    ax.legend(handles=handles, fontsize=7)
+
+
 def _lines(ax, rows, value, key="size", band=None):
-    """One line per provider of ``value(row)`` against ``row[key]``, log-log."""
+    """One line per (provider, layout) of ``value(row)`` against ``row[key]``, log-log."""
     xs = sorted({r[key] for r in rows})
     for provider in COLORS:
-        pr = sorted((r for r in rows if r["provider"] == provider), key=lambda r: r[key])
-        if not pr:
-            continue
-        x = [r[key] for r in pr]
-        ax.plot(x, [value(r) for r in pr], marker="o", ms=4, color=COLORS[provider],
-                ls=STYLE.get(provider, "-"), label=provider)
-        if band:
-            lo, hi = zip(*(band(r) for r in pr))
-            ax.fill_between(x, lo, hi, color=COLORS[provider], alpha=0.15, lw=0)
+        for layout, style in LAYOUT_STYLE.items():
+            pr = sorted((r for r in rows if (r["provider"], r["layout"]) == (provider, layout)), key=lambda r: r[key])
+            if not pr:
+                continue
+            x, y = [r[key] for r in pr], [value(r) for r in pr]
+            ax.plot(x, y, color=COLORS[provider], ls=style)
+            ax.scatter(x, y, s=18, zorder=3, color=[COLORS[provider] if not contended(r) else "white" for r in pr],
+                       edgecolors=COLORS[provider])
+            if band:
+                lo, hi = zip(*(band(r) for r in pr))
+                ax.fill_between(x, lo, hi, color=COLORS[provider], alpha=0.15, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels([_tick(key, x, rows[0]["scale"]) for x in xs], fontsize=8)
     ax.set_xlabel(AXIS[key])
     ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, rows)
+
+
+def speedup(base: dict, ours: dict) -> tuple[float, float, float]:
+    """(median ratio, low, high): base/ours, the range from the p20/p80 of both timings."""
+    return (base["ms_median"] / ours["ms_median"], base["ms_p20"] / ours["ms_p80"], base["ms_p80"] / ours["ms_p20"])
+
+
+def supported(low: float, high: float, *rows: dict) -> bool:
+    """Whether a speed-up range supports its ratio: not wider than SPREAD_LIMIT, and neither
+    timing (``rows``) taken while other processes took CPU it needed."""
+    return high / low <= SPREAD_LIMIT and not any(contended(r) for r in rows)
 
 
 def _speedup_bars(ax, rows):
-    """Bars: each of our providers' speed-up over each baseline, per resolution."""
-    by = {(r["provider"], r["size"]): r["ms_median"] for r in rows}
+    """Bars: each of our providers' speed-up over each baseline, per resolution, with the
+    p20-p80 range; a bar whose range is too wide to support its ratio is hatched and pale."""
+    by = {(r["provider"], r["size"]): r for r in rows}
     sizes = sorted({r["size"] for r in rows})
     pairs = [(o, b) for o in OURS for b in BASELINES if any((o, s) in by and (b, s) in by for s in sizes)]
     width = 0.8 / max(len(pairs), 1)
     for i, (ours, base) in enumerate(pairs):
-        both = [j for j, s in enumerate(sizes) if (ours, s) in by and (base, s) in by]
-        bars = ax.bar([j + i * width for j in both], [by[(base, sizes[j])] / by[(ours, sizes[j])] for j in both],
-                      width, color=COLORS[base], alpha=1.0 if ours == "triton" else 0.55,
-                      edgecolor=COLORS[ours], lw=1.5, label=f"{ours} vs {base}")
-        ax.bar_label(bars, fmt="%.1fx", fontsize=7)
+        label = f"{DISPLAY[ours]} vs {DISPLAY[base]}"
+        for j, s in enumerate(sizes):
+            if (ours, s) not in by or (base, s) not in by:
+                continue
+            ratio, lo, hi = speedup(by[(base, s)], by[(ours, s)])
+            ok = supported(lo, hi, by[(base, s)], by[(ours, s)])
+            ax.bar(j + i * width, ratio, width, color=COLORS[base], alpha=0.9 if ok else 0.3,
+                   hatch=None if ok else "xx", edgecolor=COLORS[ours], lw=1.5, yerr=[[ratio - lo], [hi - ratio]],
+                   capsize=3, label=label)
+            label = None
+            ax.annotate(f"{ratio:.1f}x" + ("" if ok else "?"), (j + i * width, hi), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=7)
     ax.axhline(1.0, color="k", lw=1)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # room for the labels above the error bars
     ax.set_xticks([j + width * (len(pairs) - 1) / 2 for j in range(len(sizes))])
     ax.set_xticklabels([_tick("size", s, rows[0]["scale"]) for s in sizes], fontsize=8)
     ax.set_xlabel(AXIS["size"])
     ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
 
 
-def _panel_figure(rows, title, draw, ylabel, path, written):
+def _panel_title(key):
+    op, mode = key[0], key[1]
+    name = {"fade": "FADE", "fade_lite": "FADE-Lite"}[op]
+    return f"{name}, {mode}" + (f", {key[2]}" if len(key) > 2 else "")
+
+
+def _figure(rows, title, draw, ylabel, by_layout=False):
     panels = {}
     for r in rows:
-        panels.setdefault((r["op"], r["mode"]), []).append(r)
+        panels.setdefault((r["op"], r["mode"]) + ((r["layout"],) if by_layout else ()), []).append(r)
     n = len(panels)
     cols = min(2, n)
-    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(6.2 * cols, 4.4 * -(-n // cols)), squeeze=False)
-    fig.suptitle(title, fontsize=12)
+    fig = Figure(figsize=(6.4 * cols, 4.4 * -(-n // cols) + 0.5))
+    axes = fig.subplots(-(-n // cols), cols, squeeze=False)
+    fig.suptitle(title, fontsize=11)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    for ax, ((op, mode), pr) in zip(axes.flat, sorted(panels.items())):
+    order = {"nchw": 0, "channels_last": 1, "fwd": 0, "fwd+bwd": 1, "fade": 0, "fade_lite": 1}
+    for ax, (key, pr) in zip(axes.flat, sorted(panels.items(), key=lambda kv: [order[k] for k in kv[0]])):
         draw(ax, pr)
-        ax.set_title(f"{op}, {mode}")
+        ax.set_title(_panel_title(key), fontsize=10)
         ax.set_ylabel(ylabel)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    written.append(path)
+    return fig
 
 
-def _setting(rows, vary):
+def _setting(rows, env, vary):
+    """The second title line: everything fixed in the figure, and where it ran."""
     r = rows[0]
     fixed = {"size": f"{r['size']}\u00b2\u2192{r['size'] * r['scale']}\u00b2", "batch": f"B={r['batch']}",
              "channels": f"C={r['channels']}"}
-    return ", ".join([r["dtype"]] + [v for k, v in fixed.items() if k != vary] + [f"K={r['kernel']}"])
+    precision = env.get("fp32_precision", "not recorded").upper()  # older runs did not record it
+    dtype = f"float32 ({precision})" if r["dtype"] == "float32" else f"{r['dtype']} (float32 setting: {precision})"
+    parts = [dtype] + [v for k, v in fixed.items() if k != vary] + [f"E={r['embed']} (FADE)", f"K={r['kernel']}"]
+    cpu = env.get("device_type") == "cpu" and "threads" in env
+    device = env["device"] + (f", {threads_note(env['threads'])}" if cpu else "")
+    return f"{device} \u00b7 " + ", ".join(parts) + f" \u00b7 torch {env['torch']}, triton {env['triton']}"
 
 
-def plot_all(rows, env, out_dir: Path) -> list[Path]:
-    written: list[Path] = []
+def _floor_note(env, dtype):
+    rates = env.get("rates", {}).get(dtype)
+    if not rates:
+        return ""
+    return (f"floor = max(bytes / {rates['bandwidth'] / 1e9:.1f} GB/s ({rates['bandwidth_method']}), "
+            f"FLOPs / {rates['flop_rate'] / 1e12:.2f} TFLOP/s ({rates['flop_rate_method']}))")
+
+
+def _draw_floor(ax, pr):
+    _lines(ax, pr, lambda r: r["x_floor"])
+    ax.axhline(1.0, color="k", lw=1)
+    bounds = {"bytes": "bytes (memory-bound)", "flops": "FLOPs (compute-bound)"}
+    bound = " / ".join(bounds.get(b, b) for b in sorted({r.get("floor_bound", "?") for r in pr}))
+    ax.set_xlabel(f"{AXIS['size']}; floor set by {bound}")
+
+
+def figures(rows, env):
+    """Yield ``(file name, figure)`` for every plot the run's rows support."""
     ok = [r for r in rows if r["status"] == "ok"]
     for dtype in sorted({r["dtype"] for r in ok}):
         res = [r for r in ok if r["dtype"] == dtype and r["sweep"] == "resolution"]
         if len({r["size"] for r in res}) >= 2:
-            head = f"{env['device']}, {_setting(res, 'size')}"
-            _panel_figure(res, f"Latency (median, band: 20th-80th percentile) \u2014 {head}",
-                          lambda ax, pr: _lines(ax, pr, lambda r: r["ms_median"], band=lambda r: (r["ms_p20"], r["ms_p80"])),
-                          "ms", out_dir / f"latency_vs_resolution_{dtype}.png", written)
-            _panel_figure(res, f"Peak memory above the inputs \u2014 {head}",
-                          lambda ax, pr: _lines(ax, pr, lambda r: max(r["peak_bytes"], 1) / 2**20),
-                          "MiB", out_dir / f"memory_vs_resolution_{dtype}.png", written)
-            _panel_figure(res, f"Speed-up over each baseline \u2014 {head}", _speedup_bars,
-                          "baseline time / our time", out_dir / f"speedup_{dtype}.png", written)
-            floored = [r for r in res if r.get("x_floor") and r["provider"] != "bilinear"]
+            head = _setting(res, env, "size")
+            band = (lambda r: (r["ms_p20"], r["ms_p80"]))
+            yield f"latency_vs_resolution_{dtype}.png", _figure(
+                res, f"Latency per call (median; band: p20\u2013p80)\n{head}",
+                lambda ax, pr: _lines(ax, pr, lambda r: r["ms_median"], band=band), "ms")
+            yield f"memory_vs_resolution_{dtype}.png", _figure(
+                res, f"Peak memory above the inputs (output and gradients included)\n{head}",
+                lambda ax, pr: _lines(ax, pr, lambda r: max(r["peak_bytes"], 1) / 2**20), "MiB")
+            yield f"speedup_{dtype}.png", _figure(
+                res, "Speed-up over each baseline: ratio of median times\nerror bars: from the p20/p80 of both "
+                     f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, or a timing taken while "
+                     f"other processes took CPU it needed\n{head}",
+                _speedup_bars,
+                "baseline time / our time", by_layout=True)
+            floored = [r for r in res if r.get("x_floor")]
             if floored:
-                def draw_floor(ax, pr):
-                    _lines(ax, pr, lambda r: r["x_floor"])
-                    ax.axhline(1.0, color="k", lw=1)
-                _panel_figure(floored, f"Time over the roofline floor (1 = at the floor) \u2014 {head}", draw_floor,
-                              "time / floor", out_dir / f"roofline_fraction_{dtype}.png", written)
+                yield f"roofline_fraction_{dtype}.png", _figure(
+                    floored, f"Time over the roofline floor (1 = at the floor)\n{head}\n{_floor_note(env, dtype)}",
+                    _draw_floor, "time / floor")
         for key in ("channels", "batch"):
             sweep = [r for r in ok if r["dtype"] == dtype and r["sweep"] == key]
             if len({r[key] for r in sweep}) >= 2:
-                _panel_figure(sweep, f"Latency against {key} \u2014 {env['device']}, {_setting(sweep, key)}",
-                              lambda ax, pr, key=key: _lines(ax, pr, lambda r: r["ms_median"], key=key,
-                                                             band=lambda r: (r["ms_p20"], r["ms_p80"])),
-                              "ms", out_dir / f"latency_vs_{key}_{dtype}.png", written)
+                yield f"latency_vs_{key}_{dtype}.png", _figure(
+                    sweep, f"Latency against {key} (median; band: p20\u2013p80)\n{_setting(sweep, env, key)}",
+                    lambda ax, pr, key=key: _lines(ax, pr, lambda r: r["ms_median"], key=key,
+                                                   band=lambda r: (r["ms_p20"], r["ms_p80"])), "ms")
+
+
+def plot_all(rows, env, out_dir: Path) -> list[Path]:
+    written = []
+    for name, fig in figures(rows, env):
+        fig.savefig(out_dir / name, dpi=130)
+        written.append(out_dir / name)
     return written

@@ -18,6 +18,16 @@ PROVIDERS = ("triton", "torch", "naive", "naive_compiled", "mmcv", "bilinear")
 CHECKED = ("triton", "naive", "naive_compiled", "mmcv")  # compared with "torch" before timing
 OURS = ("triton", "torch")
 BASELINES = ("naive", "naive_compiled", "mmcv")
+# What the plots and the console call each provider (the keys stay the CLI/CSV names):
+# "torch" is fade_triton's own pure-PyTorch path, not "plain PyTorch".
+DISPLAY = {"triton": "fade_triton/triton", "torch": "fade_triton/torch", "naive": "naive (official form)",
+           "naive_compiled": "naive + torch.compile", "mmcv": "mmcv (official)", "bilinear": "bilinear (not FADE)"}
+ABOUT = {"triton": "fade_triton's Triton kernels (CUDA; Triton's CPU interpreter is for the tests only)",
+         "torch": "fade_triton's own memory-lean path written in PyTorch ops (not a PyTorch built-in)",
+         "naive": "the official pure-PyTorch formulation (F.interpolate semi-shift, F.unfold reassembly)",
+         "naive_compiled": "naive under torch.compile (GPU only)",
+         "mmcv": "the official implementation: PyTorch semi-shift + mmcv.ops.carafe (CUDA)",
+         "bilinear": "F.interpolate(mode='bilinear'): not FADE, the floor of any upsampler's cost"}
 
 
 def skip_reason(provider: str, case: Case, device: torch.device) -> str | None:
@@ -51,6 +61,8 @@ def build(provider: str, case: Case, device: torch.device) -> tuple[torch.nn.Mod
     kwargs = {} if case.op == "fade_lite" else {"embedding_dim": case.embed}
     torch.manual_seed(0)  # the same weights for every provider
     module = cls(case.channels, scale=case.scale, up_kernel_size=case.kernel, **kwargs).to(device, dtype)
+    if case.layout == "channels_last":
+        module = module.to(memory_format=torch.channels_last)
     with torch.no_grad():  # non-zero biases, so nothing is checked on a degenerate function
         for p in module.parameters():
             if p.dim() == 1:
@@ -64,8 +76,10 @@ def build(provider: str, case: Case, device: torch.device) -> tuple[torch.nn.Mod
 
 
 def make_inputs(case: Case, device: torch.device, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(en, de)`` of the case, in its layout, leaves requiring grad when asked."""
     dtype = getattr(torch, case.dtype)
+    fmt = torch.channels_last if case.layout == "channels_last" else torch.contiguous_format
     hi = case.size * case.scale
-    en = torch.randn(case.batch, case.channels, hi, hi, device=device, dtype=dtype)
-    de = torch.randn(case.batch, case.channels, case.size, case.size, device=device, dtype=dtype)
+    en = torch.randn(case.batch, case.channels, hi, hi, device=device, dtype=dtype).to(memory_format=fmt)
+    de = torch.randn(case.batch, case.channels, case.size, case.size, device=device, dtype=dtype).to(memory_format=fmt)
     return en.requires_grad_(requires_grad), de.requires_grad_(requires_grad)

@@ -10,7 +10,8 @@ the 1x1 compressions, the two 3x3 content encoders, the gate 1x1, the reassembly
 ``2*K2*C`` per output pixel and the gate blend; the backward is counted as twice the forward.
 
 ``floor = max(bytes / bandwidth, flops / flop_rate)``, with both rates measured on the
-machine (a large copy; a large matmul in the case's dtype), see ``measure_rates``.
+machine (``measure.machine_rates``): a large copy, and a large matmul in the case's dtype;
+float32 in the precision the kernels run at (TF32 or IEEE, ``run.fp32_precision``).
 """
 from __future__ import annotations
 
@@ -38,3 +39,8 @@ def flops(case: Case) -> int:
 def floor_seconds(case: Case, bandwidth: float, flop_rate: float) -> float:
     """``bandwidth`` in bytes/s, ``flop_rate`` in FLOP/s."""
     return max(min_bytes(case) / bandwidth, flops(case) / flop_rate)
+
+
+def floor_bound(case: Case, bandwidth: float, flop_rate: float) -> str:
+    """Which term makes the floor: "bytes" (memory-bound) or "flops" (compute-bound)."""
+    return "bytes" if min_bytes(case) / bandwidth >= flops(case) / flop_rate else "flops"
