@@ -29,14 +29,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if os.environ.get("TRITON_INTERPRET") == "1":
-    sys.exit("bench.aot compiles kernels: unset TRITON_INTERPRET")
-# FP contraction on, as Triton <= 3.9 defaults to and as the package runs (silences 3.9's notice)
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+import torch
 
-import torch  # noqa: E402
-
-import fade_triton as ft  # noqa: E402
+import fade_triton as ft
 
 HEADLINE = dict(batch=8, channels=256, embed=64, kernel=5, scale=2, size=64)
 # (SMs, registers per SM, shared memory per SM in bytes, max warps per SM, max blocks per SM)
@@ -233,7 +228,18 @@ def print_rows(rows):
                        for name, w in cols))
 
 
+def summary_for_results() -> Path | None:
+    """The newest committed compile report (``bench/results/aot-*/compile_report.csv``), which
+    ``python -m bench`` copies beside its timings; None if there is none."""
+    reports = sorted(Path(__file__).parent.glob("results/aot-*/compile_report.csv"))
+    return reports[-1] if reports else None
+
+
 def main(argv=None):
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        sys.exit("bench.aot compiles kernels: unset TRITON_INTERPRET")
+    # FP contraction on, as Triton <= 3.9 defaults to and as the package runs (silences 3.9's notice)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     parser = argparse.ArgumentParser(prog="python -m bench.aot", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description=__doc__)
     parser.add_argument("--ops", nargs="+", default=["fade", "fade_lite", "carafe"],

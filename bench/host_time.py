@@ -17,15 +17,12 @@ import statistics
 import sys
 import time
 
-if os.environ.get("TRITON_INTERPRET") == "1":
-    sys.exit("bench.host_time measures the compiled path's host work: unset TRITON_INTERPRET")
+import torch
 
-import torch  # noqa: E402
+import fade_triton as ft
+from fade_triton.profiling import recorded_triton_launches
 
-import fade_triton as ft  # noqa: E402
-from fade_triton.profiling import recorded_triton_launches  # noqa: E402
-
-from .aot import as_if_on_gpu  # noqa: E402
+from .aot import as_if_on_gpu
 
 
 def per_call_us(fn, repeats: int) -> float:
@@ -61,11 +58,14 @@ def measure(repeats: int = 500) -> list[tuple[str, float, int]]:
 
             launches.clear()
             step()
-            rows.append((f"{cls.__name__} forward+backward", per_call_us(step, repeats // 5), len(launches)))
+            n = len(launches)
+            rows.append((f"{cls.__name__} forward+backward", per_call_us(step, repeats // 5), n))
     return rows
 
 
 def main(argv=None):
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        sys.exit("bench.host_time measures the compiled path's host work: unset TRITON_INTERPRET")
     parser = argparse.ArgumentParser(prog="python -m bench.host_time", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=500, help="timed forward calls (default 500)")

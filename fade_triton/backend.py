@@ -80,19 +80,3 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             "interpreter (slow; meant for testing)"
         )
     return backend
-
-
-def float32_conv_precision() -> str:
-    """"tf32" or "ieee": what PyTorch's own float32 convolutions use on CUDA, and so what the
-    Triton kernels' float32 dot products use (SPEC.md, Precision). Reads the newer
-    ``torch.backends.cudnn.conv.fp32_precision`` API where it exists ("none" defers to the
-    parent setting, and all "none" means IEEE), else the legacy ``cudnn.allow_tf32``."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    level = getattr(conv, "fp32_precision", None)
-    if level is None:
-        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
-    for value in (level, getattr(torch.backends.cudnn, "fp32_precision", "none"),
-                  getattr(torch.backends, "fp32_precision", "none")):
-        if value != "none":
-            return value
-    return "ieee"

@@ -97,7 +97,8 @@ class FADE(nn.Module):
             if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
                 raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
                                  f"got {name} of shape {tuple(t.shape)}")
-        return fade_with_packer(en, de, self.weights(), self.scale, self.backend, self._cached_pack)
+        params = self.weights()
+        return fade_with_packer(en, de, params, self.scale, self.backend, lambda _, dtype: self._cached_pack(params, dtype))
 
     def weights(self) -> tuple:
         """The seven weights in ``fade_triton.fade``'s order."""
@@ -106,14 +107,13 @@ class FADE(nn.Module):
                 gen.compressor_en.bias, gen.compressor_de.weight, gen.content_encoder.weight,
                 gen.content_encoder.bias)
 
-    def _cached_pack(self, weights: tuple, dtype: torch.dtype):
+    def _cached_pack(self, params: tuple, dtype: torch.dtype):
         """The Triton kernels' folded weights, prepared once per weight version from the module's
-        own parameters (``weights`` may be autocast copies): the key holds each parameter's
+        own parameters ``params`` (not autocast copies of them): the key holds each parameter's
         storage and version counter (bumped by optimizer steps, ``load_state_dict`` and any
         in-place change) and the compute dtype; the cache pins the storages it was made from, so
         their memory cannot be reused under the same address. Under torch.compile / export the
         preparation is traced instead (a few small ops in the graph)."""
-        params = self.weights()
         if torch.compiler.is_compiling():
             return pack_weights(params, dtype)
         try:

@@ -6,6 +6,12 @@ import torch
 from ..backend import float32_conv_precision
 
 
+def cdiv(a, b):
+    """Ceiling division on the host (``triton.cdiv`` is a jitted function: slow to call from
+    Python, several microseconds a call); works on SymInts without guards."""
+    return -(-a // b)
+
+
 def next_pow2(n: int, minimum: int = 1) -> int:
     """Smallest power of two >= max(n, minimum)."""
     n = max(int(n), minimum)

@@ -35,7 +35,7 @@ from torch.library import wrap_triton
 
 from . import _launch
 from ..backend import interpreter_enabled
-from ._launch import next_pow2
+from ._launch import cdiv, next_pow2
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
 
@@ -410,11 +410,11 @@ def channel_splits(c_group: int, block_c: int) -> tuple[int, int]:
     grid has enough programs to fill the GPU (the masks are then computed once per split:
     25 loads and exponentials per output pixel against 64 * 25 multiply-adds)."""
     per = max(block_c, 64)
-    return triton.cdiv(c_group, per), per
+    return cdiv(c_group, per), per
 
 
 def _grid(h, w, b_groups, cfg, splits=1):
-    return (splits * triton.cdiv(w, cfg["TX"]), triton.cdiv(h, cfg["TQ"] // cfg["TX"]), b_groups)
+    return (splits * cdiv(w, cfg["TX"]), cdiv(h, cfg["TQ"] // cfg["TX"]), b_groups)
 
 
 def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, softmax):

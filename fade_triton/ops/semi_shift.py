@@ -37,7 +37,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from . import _launch
-from ._launch import dot_precision, next_pow2
+from ._launch import cdiv, dot_precision, next_pow2
 from .packing import PackedWeights
 
 
@@ -166,8 +166,8 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
     if out.numel() == 0:
         return out
     cfg = conv3x3_config(x, c_out)
-    grid = (triton.cdiv(wd, cfg["TX"]), triton.cdiv(h, cfg["BLOCK_P"] // cfg["TX"]),
-            b * triton.cdiv(c_out, cfg["BLOCK_N"]))
+    grid = (cdiv(wd, cfg["TX"]), cdiv(h, cfg["BLOCK_P"] // cfg["TX"]),
+            b * cdiv(c_out, cfg["BLOCK_N"]))
     wrap_triton(conv3x3_kernel)[grid](
         x, w, out, bias, tap_bias, lo, add, gate,
         c_in, c_out, h, wd,
@@ -434,13 +434,13 @@ def semi_shift_weight_grad(g, x):
     c = x.shape[1]
     np_ = next_pow2(n, 16)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    n_chunks = b * triton.cdiv(h, WGRAD_ROWS)
+    n_chunks = b * cdiv(h, WGRAD_ROWS)
     part = torch.empty((n_chunks, 9, c, np_), dtype=acc, device=x.device)
     taps = torch.empty((n_chunks, 9, np_), dtype=acc, device=x.device)
     if n_chunks == 0:
         return part, taps
     cfg = weight_grad_config(x, np_)
-    wrap_triton(conv3x3_weight_grad_kernel)[(n_chunks, triton.cdiv(c, cfg["BLOCK_C"]))](
+    wrap_triton(conv3x3_weight_grad_kernel)[(n_chunks, cdiv(c, cfg["BLOCK_C"]))](
         g, x, part, taps, n, c, h, w, WGRAD_ROWS, *g.stride(), *x.stride(),
         ACC_FP64=acc == torch.float64, INPUT_PRECISION=dot_precision(x), **cfg,
     )
@@ -457,7 +457,7 @@ def unfold_weight_grad(hi, lo, en_weight, en_bias, de_weight, kernel_weight, k2,
     np_ = part_hi.shape[3]
     block_c = min(32, next_pow2(c, 16))
     wk = kernel_weight.flatten(2)
-    wrap_triton(unfold_weight_grad_kernel)[(triton.cdiv(c, block_c) + 10,)](
+    wrap_triton(unfold_weight_grad_kernel)[(cdiv(c, block_c) + 10,)](
         part_hi, tap_hi, part_lo, tap_lo, wk, en_weight, de_weight, en_bias, *grads,
         part_hi.shape[0], part_lo.shape[0], c, e, k2, *wk.stride(),
         DEPTHWISE=depthwise, ACC_FP64=part_hi.dtype == torch.float64, NP=np_, EP=next_pow2(e, 16),
