@@ -72,15 +72,17 @@ def as_if_on_gpu(arch: int = 90):
     ``fade_triton.profiling.recorded_triton_launches(run=False)`` so nothing runs."""
     import fade_triton.backend as backend
     import fade_triton.ops._launch as launch
+    import fade_triton.ops.reassemble as reassemble
 
-    real = backend.triton_supports, launch.is_cuda, launch.compute_capability
+    real = backend.triton_supports, launch.is_cuda, launch.compute_capability, reassemble.interpreter_enabled
     backend.triton_supports = lambda device: True
     launch.is_cuda = lambda t: True  # float32 dots as on a GPU: TF32 unless the setting says IEEE
     launch.compute_capability = lambda t: arch
+    reassemble.interpreter_enabled = lambda: False  # the GPU's tiles, also under TRITON_INTERPRET
     try:
         yield
     finally:
-        backend.triton_supports, launch.is_cuda, launch.compute_capability = real
+        backend.triton_supports, launch.is_cuda, launch.compute_capability, reassemble.interpreter_enabled = real
 
 
 @contextlib.contextmanager

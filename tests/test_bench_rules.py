@@ -166,3 +166,24 @@ def test_default_output_goes_where_git_ignores_it():
         pytest.skip("not a git checkout")
     ignored = subprocess.run(["git", "check-ignore", "-q", str(out / "results.csv")], cwd=ROOT)
     assert ignored.returncode == 0
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_traffic_table_counts_every_tensor_and_requests_at_least_the_minimum(dtype, layout):
+    """``python -m bench.traffic``: the minimum of each forward kernel, written out here from
+    what it reads and writes, never above what its loads request; the kernels' sum of minima
+    is at least the op's roofline floor (it cannot move less than the op must)."""
+    from bench.traffic import forward_traffic
+
+    case = Case(op="fade", batch=8, channels=256, size=64, dtype=dtype, scale=2, kernel=5, embed=64)
+    e = 2 if dtype == "bfloat16" else 4
+    q, p, c, kp, k2 = 8 * 64 * 64, 8 * 128 * 128, 256, 32, 25
+    weights = 9 * c * kp * e
+    want = [q * c * e + weights + q * kp * 4,  # de in; w_lo; lo out
+            p * c * e + weights + p * k2 * 4 + q * kp * 4,  # en in; w_hi; logits out; lo in
+            2 * p * c * e + q * c * e + p * k2 * 4 + q * 4]  # en in, out; de; logits; the gate logit
+    rows = forward_traffic(case, layout)
+    assert [r["minimum"] for r in rows] == want
+    assert all(r["requested"] >= r["minimum"] for r in rows)
+    assert sum(want) >= roofline.min_bytes(case)

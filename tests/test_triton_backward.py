@@ -231,12 +231,17 @@ def test_fused_softmax_and_gate_reject_groups():
                        softmax=True)
 
 
-def test_gpu_tiles_under_the_interpreter(monkeypatch):
-    """The tiles the GPU runs (2-4 channels per thread), not the interpreter's wider blocks."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gpu_tiles_under_the_interpreter(monkeypatch, channels_last):
+    """The tiles the GPU runs (NCHW: 2-4 channels per thread; channels_last: 16 channels of a
+    pixel in 16-byte vectors, 8-pixel-wide tiles), not the interpreter's wider blocks; 20
+    channels: one full and one partial block of 16."""
     from fade_triton.ops import reassemble
 
     monkeypatch.setattr(reassemble, "interpreter_enabled", lambda: False)
-    en, de, wts = fade_problem(1, 6, 5, 7, 2, 5, 8, dtype=torch.float32, weight_std=0.2)
+    en, de, wts = fade_problem(1, 20 if channels_last else 6, 5, 7, 2, 5, 8, dtype=torch.float32, weight_std=0.2)
+    if channels_last:
+        en, de = en.to(memory_format=torch.channels_last), de.to(memory_format=torch.channels_last)
     inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
     grad_out = torch.randn(en.shape)
     got = grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out)

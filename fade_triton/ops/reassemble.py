@@ -370,8 +370,9 @@ def tile_config(x: torch.Tensor, c_group: int, kernel_size: int, scale: int, ker
     traced or exported call makes no guard on the spatial sizes.
 
     ``kernel``: "fwd", "bwd" or "feat" (the three kernels). Forward, NCHW-like x (pixel-fast): 4 warps side by side along pixels (TQ = 128 = 4 rows x
-    32), each thread one pixel and BLOCK_C = 4 channels. Forward, channels_last x: 16-byte
-    vectors along channels, one pixel per thread. Backward, both layouts: one pixel and 2
+    32), each thread one pixel and BLOCK_C = 4 channels. Forward, channels_last x: 16 channels
+    of a pixel as 16-byte vectors (2 threads in bf16, 4 in fp32), tiles 8 pixels wide (8 x 8 or
+    4 x 8: the K x K windows' halo stays near that of NCHW tiles). Backward, both layouts: one pixel and 2
     channels per thread (the channel sums of the mask gradient stay in-thread; for
     channels_last the 2 channels are one 4- or 8-byte vector). PH: the most phases whose masks
     (backward: masks and gradients, or neighbour weights) fit ``MASK_REGISTERS``. Each choice is
@@ -387,11 +388,11 @@ def tile_config(x: torch.Tensor, c_group: int, kernel_size: int, scale: int, ker
         per_thread = 1 if kernel == "bwd" and _launch.compute_capability(x) < 90 else 2
         cfg = dict(TX=32, TQ=128, BLOCK_C=min(per_thread, next_pow2(c_group)))
         budget //= 2
-    elif channels_last:
+    elif channels_last:  # 16 channels a pixel in 16-byte vectors: 64 (bf16) or 32 (fp32) pixels, 8 wide
         vec = max(1, 16 // x.element_size())
-        block_c = min(8 * vec, next_pow2(c_group, vec))
+        block_c = min(16, next_pow2(c_group, vec))
         tq = 4 * (32 * vec // block_c)
-        cfg = dict(TX=min(tq, 16), TQ=tq, BLOCK_C=block_c)
+        cfg = dict(TX=min(8, tq), TQ=tq, BLOCK_C=block_c)
         budget //= 2 if vec >= 8 else 1
     else:
         cfg = dict(TX=32, TQ=128, BLOCK_C=min(4, next_pow2(c_group)))

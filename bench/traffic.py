@@ -1,0 +1,87 @@
+"""Bytes per forward kernel: what each must move (each tensor it touches once) against what its
+loads request from L2, derived from the tile sizes the launchers pick. ``python -m bench.traffic``
+prints the table for the headline case (the README's), with the op's roofline floor.
+
+Requested bytes count every L2 request of whole tiles: a tile's halo (a 3x3 or K x K window
+reaches past the tile), the folded weights streamed once per program, and the logits read
+once per channel split of the reassembly. Requests served by L1 (the 9 or K*K shifted loads
+of one tile) are not counted; the docstrings of the kernels state them.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from fade_triton.ops import reassemble, semi_shift
+from fade_triton.ops.packing import padded_channels
+
+from .aot import HEADLINE, as_if_on_gpu
+from .cases import Case
+from .roofline import ITEMSIZE, min_bytes
+
+SECTOR = 32  # bytes: the gate logit is one fp32 of each pixel's KP-channel row of lo, one sector per request
+
+
+def _halo(rows: int, cols: int, reach: int) -> float:
+    return (rows + 2 * reach) * (cols + 2 * reach) / (rows * cols)
+
+
+def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
+    """Rows (kernel, minimum bytes, requested bytes, what the difference is) for FADE's forward."""
+    b, c, s, k = case.batch, case.channels, case.scale, case.kernel
+    h = w = case.size
+    k2, kp, e = k * k, padded_channels(k * k), ITEMSIZE[case.dtype]
+    q, p = b * h * w, b * h * w * s * s  # low- and high-resolution pixels
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.empty(1, c, 2, 2, dtype=getattr(torch, case.dtype), device="meta").to(memory_format=fmt)
+    weights = 9 * c * kp * e
+    rows = []
+    with as_if_on_gpu(90):
+        conv = semi_shift.conv3x3_config(x, kp)
+        tile_rows, tile_cols = conv["BLOCK_P"] // conv["TX"], conv["TX"]
+        halo = _halo(tile_rows, tile_cols, 1)
+        for name, pixels, out_bytes, extra in (("semi_shift_lo (de -> lo, gate)", q, q * kp * 4, 0),
+                                               ("semi_shift_hi (en -> logits)", p, p * k2 * 4, q * kp * 4)):
+            programs = -(-pixels // conv["BLOCK_P"])
+            rows.append(dict(kernel=name, minimum=pixels * c * e + weights + out_bytes + extra,
+                             requested=pixels * c * e * halo + weights * programs + out_bytes
+                             + (p * k2 * 4 if extra else 0),
+                             note=f"input halo x{halo:.2f}; weights once per {conv['BLOCK_P']}-pixel program"
+                                  + ("; lo read per output pixel" if extra else "")))
+        tile = reassemble.tile_config(x, c, k, s)
+        splits, _ = reassemble.channel_splits(c, tile["BLOCK_C"])
+        r = k // 2
+        de_halo = _halo(tile["TQ"] // tile["TX"], tile["TX"], r)
+        rows.append(dict(kernel="reassemble_fwd (softmax, reassembly, gate)",
+                         minimum=2 * p * c * e + q * c * e + p * k2 * 4 + q * 4,
+                         requested=2 * p * c * e + q * c * e * de_halo + (p * k2 * 4 + q * SECTOR) * splits,
+                         note=f"de halo x{de_halo:.2f} ({k2} L1 requests per de element); logits and gate "
+                              f"read by each of {splits} channel splits"))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.traffic", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", default="bfloat16", choices=sorted(ITEMSIZE))
+    parser.add_argument("--layout", default="nchw", choices=["nchw", "channels_last"])
+    args = parser.parse_args(argv)
+    hl = HEADLINE
+    case = Case(op="fade", batch=hl["batch"], channels=hl["channels"], size=hl["size"], dtype=args.dtype,
+                scale=hl["scale"], kernel=hl["kernel"], embed=hl["embed"])
+    rows = forward_traffic(case, args.layout)
+    floor = min_bytes(case)
+    print(f"FADE forward, B={case.batch} C={case.channels} {case.size}^2 -> {case.size * case.scale}^2 "
+          f"K={case.kernel} {args.dtype} {args.layout}; MB = 1e6 bytes")
+    print(f"{'kernel':44s} {'minimum MB':>11s} {'requested MB':>13s}  what the difference is")
+    for r in rows:
+        print(f"{r['kernel']:44s} {r['minimum'] / 1e6:11.1f} {r['requested'] / 1e6:13.1f}  {r['note']}")
+    total = sum(r["minimum"] for r in rows)
+    print(f"{'sum of the kernels':44s} {total / 1e6:11.1f} {sum(r['requested'] for r in rows) / 1e6:13.1f}")
+    print(f"{'roofline floor (en, de read once, out written once)':44s} {floor / 1e6:11.1f}"
+          f"   -> the kernels' minimum is {total / floor:.2f}x the floor")
+
+
+if __name__ == "__main__":
+    main()
