@@ -372,9 +372,10 @@ def tile_config(x: torch.Tensor, c_group: int, kernel_size: int, scale: int, ker
     ``kernel``: "fwd", "bwd" or "feat" (the three kernels). Forward, NCHW-like x (pixel-fast): 4 warps side by side along pixels (TQ = 128 = 4 rows x
     32), each thread one pixel and BLOCK_C = 4 channels. Forward, channels_last x: 16 channels
     of a pixel as 16-byte vectors (2 threads in bf16, 4 in fp32), tiles 8 pixels wide (8 x 8 or
-    4 x 8: the K x K windows' halo stays near that of NCHW tiles). Backward, both layouts: one pixel and 2
-    channels per thread (the channel sums of the mask gradient stay in-thread; for
-    channels_last the 2 channels are one 4- or 8-byte vector). PH: the most phases whose masks
+    4 x 8: the K x K windows' halo stays near that of NCHW tiles). Backward, both layouts: one pixel per
+    thread and its channels in-thread (the channel sums of the mask gradient stay in-thread):
+    1 channel for NCHW (2 spill with triton 3.6 on sm_90), 2 for channels_last (one 4- or
+    8-byte vector; 1 for the mask-gradient kernel on sm_80). PH: the most phases whose masks
     (backward: masks and gradients, or neighbour weights) fit ``MASK_REGISTERS``. Each choice is
     the one the compile report (``python -m bench.aot``) shows spill-free at the headline case.
     Under Triton's CPU interpreter (the tests) channel blocks are at least 16 wide: the same
@@ -384,8 +385,9 @@ def tile_config(x: torch.Tensor, c_group: int, kernel_size: int, scale: int, ker
     channels_last = x.stride(1) == 1 and x.shape[1] > 1
     k2, ss = kernel_size * kernel_size, scale * scale
     budget = MASK_REGISTERS
-    if kernel != "fwd":  # sm_80's ptxas spills the mask gradient kernel at 2 channels in float32 channels_last
-        per_thread = 1 if kernel == "bwd" and _launch.compute_capability(x) < 90 else 2
+    if kernel != "fwd":  # 2 channels (one vector) for channels_last, 1 for NCHW, where 2 spill
+        # with triton 3.6 on sm_90; sm_80's ptxas spills the mask-gradient kernel at 2 channels
+        per_thread = 2 if channels_last and (kernel == "feat" or _launch.compute_capability(x) >= 90) else 1
         cfg = dict(TX=32, TQ=128, BLOCK_C=min(per_thread, next_pow2(c_group)))
         budget //= 2
     elif channels_last:  # 16 channels a pixel in 16-byte vectors: 64 (bf16) or 32 (fp32) pixels, 8 wide
