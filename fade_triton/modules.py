@@ -11,6 +11,7 @@ from torch import nn
 
 from .backend import BACKENDS, resolve_backend
 from .checkpoint import convert_eccv_state_dict
+from .checks import check_kernel_size, check_positive_int, check_scale
 from .functional import fade_with_packer, pack_weights
 
 
@@ -57,18 +58,19 @@ class FADE(nn.Module):
     def __init__(self, in_channels_en: int, in_channels_de: int | None = None, scale: int = 2,
                  up_kernel_size: int = 5, embedding_dim: int = 64, backend: str = "auto"):
         super().__init__()
-        in_channels_de = in_channels_en if in_channels_de is None else in_channels_de
+        in_channels_en = check_positive_int("in_channels_en", in_channels_en)
+        in_channels_de = in_channels_en if in_channels_de is None else check_positive_int("in_channels_de",
+                                                                                         in_channels_de)
         if in_channels_de != in_channels_en:
             raise ValueError(f"in_channels_de ({in_channels_de}) must equal in_channels_en ({in_channels_en}): "
                              "the gate blends en with the upsampled de")
-        if up_kernel_size <= 0 or up_kernel_size % 2 == 0:
-            raise ValueError(f"up_kernel_size must be a positive odd int, got {up_kernel_size}")
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"scale must be an int >= 1, got {scale}")
+        up_kernel_size = check_kernel_size(up_kernel_size, "up_kernel_size")
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        scale = check_scale(scale)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.in_channels = in_channels_en
-        self.scale = int(scale)
+        self.scale = scale
         self.up_kernel_size = up_kernel_size
         self.backend = backend
         self._packed = None  # (key, pinned storages, PackedWeights): see _cached_pack
