@@ -9,6 +9,9 @@ Backends (all compute the function in SPEC.md):
 - ``"mmcv"``: the official implementation, ``mmcv.ops.carafe`` (CUDA, compiled mmcv only).
 - ``"auto"``: ``"triton"`` where it can run, otherwise ``"torch"``.
 
+On meta tensors, where nothing is computed, every backend but ``"naive"`` resolves to
+``"torch"``: the same output shape, dtype and layout as the Triton path.
+
 Nothing here runs at import time: the environment is read when a backend is resolved.
 """
 from __future__ import annotations
@@ -66,6 +69,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if device.type == "meta":
+        return "naive" if backend == "naive" else "torch"
     if backend == "auto":
         return "triton" if triton_supports(device) else "torch"
     if backend == "triton" and not triton_supports(device):

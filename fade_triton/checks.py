@@ -151,10 +151,16 @@ def check_fade_args(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weigh
               "en_bias": (emb,), "de_weight": (emb, channels, 1, 1),
               "kernel_weight": (k2, 1 if depthwise else emb, 3, 3), "kernel_bias": (k2,)}
     weights = (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)
-    autocast = torch.is_autocast_enabled(en.device.type)
+    autocast = autocast_enabled(en.device.type)
     for (name, shape), w in zip(shapes.items(), weights):
         check_weight(name, w, shape, en, autocast)
     return k, scale, depthwise
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type``; False for device types autocast does not
+    know (meta: asking ``torch.is_autocast_enabled`` about them raises)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 def is_depthwise(en_weight: torch.Tensor, kernel_weight: torch.Tensor) -> bool:

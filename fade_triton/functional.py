@@ -15,7 +15,7 @@ import torch
 
 from . import reference
 from .backend import resolve_backend
-from .checks import check_carafe_args, check_fade_args
+from .checks import autocast_enabled, check_carafe_args, check_fade_args
 
 WeightPacker = Callable[[tuple, torch.dtype], object]
 
@@ -75,7 +75,7 @@ def autocast_inputs(*tensors):
     """Under autocast, float32 tensors in the autocast dtype (as a convolution would cast
     them); the operators then run with autocast off. Otherwise the tensors as they are."""
     device_type = tensors[0].device.type
-    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+    if not autocast_enabled(device_type):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
     cast = tuple(t.to(dtype) if t.dtype == torch.float32 else t for t in tensors)
@@ -87,7 +87,7 @@ def autocast_inputs(*tensors):
 
 def autocast_off(device_type: str):
     """Autocast switched off for the operator call (a no-op where autocast is not on)."""
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+    if autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
