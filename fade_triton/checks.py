@@ -164,9 +164,10 @@ def autocast_enabled(device_type: str) -> bool:
 
 
 def is_depthwise(en_weight: torch.Tensor, kernel_weight: torch.Tensor) -> bool:
-    """FADE-Lite's kernel generator: K2 compressed channels and a depthwise 3x3."""
+    """FADE-Lite's kernel generator: K2 compressed channels and a depthwise 3x3. A Python bool
+    (while ``torch.jit.trace`` records, sizes and their comparisons are tensors)."""
     k2 = kernel_weight.shape[0]
-    return kernel_weight.shape[1] == 1 and en_weight.shape[0] == k2 and k2 > 1
+    return bool(kernel_weight.shape[1] == 1 and en_weight.shape[0] == k2 and k2 > 1)
 
 
 def suggest_memory_format(t: torch.Tensor) -> torch.memory_format:

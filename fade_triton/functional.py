@@ -4,11 +4,15 @@ Every call validates its arguments (``fade_triton.checks``), resolves the backen
 place (``fade_triton.backend.resolve_backend``) and dispatches to one implementation: the
 ``triton`` and ``torch`` backends run the operators ``fade_triton::fade`` /
 ``fade_triton::carafe`` (Triton kernels, or the pure-PyTorch implementation), ``naive`` and
-``mmcv`` are plain compositions of PyTorch (and mmcv) calls.
+``mmcv`` are plain compositions of PyTorch (and mmcv) calls. While an exporter records
+(``torch.onnx.export``, ``torch.jit.trace``) every backend runs ``reference.fade_export`` /
+``reference.carafe_export`` instead: standard operators only, so the exported graph needs
+nothing from fade_triton.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -54,8 +58,11 @@ def pack_weights(weights: tuple, dtype: torch.dtype):
 def fade_with_packer(en, de, weights: tuple, scale, backend: str, pack: WeightPacker) -> torch.Tensor:
     """``fade`` with the Triton weight preparation supplied by the caller (the modules pass a
     cached one)."""
-    _, scale, _ = check_fade_args(en, de, *weights, scale)
-    name = resolve_backend(backend, en.device)
+    with tracer_warnings_off():
+        _, scale, depthwise = check_fade_args(en, de, *weights, scale)
+        name = resolve_backend(backend, en.device)
+    if name == "export":
+        return reference.fade_export(en, de, *weights, scale, depthwise)
     if name == "naive":
         return reference.fade_naive(en, de, *weights, scale)
     if name == "mmcv":
@@ -69,6 +76,22 @@ def fade_with_packer(en, de, weights: tuple, scale, backend: str, pack: WeightPa
     packed = pack(tuple(weights), en.dtype) if use_triton else None
     with autocast_off(en.device.type):
         return fade_op(en, de, *weights, scale, packed, use_triton)
+
+
+@contextlib.contextmanager
+def tracer_warnings_off():
+    """While ``torch.jit.trace`` records (the TorchScript-based ONNX exporter does too), the
+    argument checks' shape comparisons and the FADE-Lite test on the weights' shapes become
+    Python constants, and the tracer warns that the trace may not generalise. It does: the
+    checks only validate the example inputs (the graph does not repeat them) and weight shapes
+    are fixed. Only the checks and the backend choice run in this block: a warning from the
+    computation itself still shows (tests/test_deploy.py makes them errors)."""
+    if torch.jit.is_tracing():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            yield
+    else:
+        yield
 
 
 def autocast_inputs(*tensors):
@@ -108,9 +131,13 @@ def carafe(features, masks, kernel_size: int, group_size: int = 1, scale_factor:
     Returns:
         (B, C, sH, sW) in the features' dtype.
     """
-    kernel_size, group_size, scale_factor = check_carafe_args(features, masks, kernel_size, group_size, scale_factor)
+    with tracer_warnings_off():
+        kernel_size, group_size, scale_factor = check_carafe_args(features, masks, kernel_size, group_size,
+                                                                  scale_factor)
+        name = resolve_backend(backend, features.device)
     args = (features, masks, kernel_size, group_size, scale_factor)
-    name = resolve_backend(backend, features.device)
+    if name == "export":
+        return reference.carafe_export(*args)
     if name == "mmcv":
         from .ops.mmcv_path import carafe_mmcv
 

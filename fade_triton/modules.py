@@ -12,7 +12,7 @@ from torch import nn
 from .backend import BACKENDS, resolve_backend
 from .checkpoint import convert_eccv_state_dict
 from .checks import check_kernel_size, check_positive_int, check_scale
-from .functional import fade_with_packer, pack_weights
+from .functional import fade_with_packer, pack_weights, tracer_warnings_off
 
 
 class GateGenerator(nn.Module):
@@ -95,10 +95,11 @@ class FADE(nn.Module):
             state_dict.update(renamed)
 
     def forward(self, en: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
-        for name, t in (("en", en), ("de", de)):
-            if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
-                raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
-                                 f"got {name} of shape {tuple(t.shape)}")
+        with tracer_warnings_off():
+            for name, t in (("en", en), ("de", de)):
+                if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
+                    raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
+                                     f"got {name} of shape {tuple(t.shape)}")
         params = self.weights()
         return fade_with_packer(en, de, params, self.scale, self.backend, lambda _, dtype: self._cached_pack(params, dtype))
 
@@ -125,6 +126,15 @@ class FADE(nn.Module):
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, [w.detach() for w in params], pack_weights(params, dtype))
         return self._packed[2]
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first (on every submodule of what it scripts): FADE's
+        dispatch is Python that TorchScript cannot compile, so say what works instead."""
+        raise RuntimeError(
+            f"{type(self).__name__} cannot be compiled by torch.jit.script (its backend dispatch is Python). "
+            "Use torch.jit.trace(module, (en, de)) for TorchScript (it records an export-friendly graph of "
+            "standard operators with dynamic sizes), torch.export.export or torch.compile for PyTorch 2, or "
+            "torch.onnx.export for ONNX")
 
     def __getstate__(self):  # the cache is derived state: not pickled or deep-copied
         return {**super().__getstate__(), "_packed": None}

@@ -1,9 +1,16 @@
-"""Deployment, on CPU: meta tensors."""
+"""Deployment, on CPU: torch.export with dynamic shapes, ONNX (both exporters, run by ONNX
+Runtime), TorchScript and meta tensors. Every numeric check is against the independent float64
+reference (tests/reference64.py), on sizes other than the ones exported."""
+import contextlib
+import warnings
+
 import pytest
 import torch
+from torch.export import Dim
 
 import fade_triton as ft
 import reference64 as ref
+from util import assert_close_rel
 
 C, K, E, S, G = 8, 3, 8, 2, 2  # channels, kernel, embedding, scale, CARAFE groups
 FLOAT32_TOL = 1e-5  # SPEC.md, Precision: float32 relative error
@@ -38,6 +45,155 @@ def inputs(kind, b, h, w, crop=(0, 0)):
     if kind == "carafe":
         return torch.randn(b, C, h, w), torch.rand(b, G * K * K, S * h, S * w)
     return torch.randn(b, C, S * h - crop[0], S * w - crop[1]), torch.randn(b, C, h, w)
+
+
+EXAMPLE = (2, 6, 5)  # the sizes exported: (B, H, W) of the low-resolution input
+OTHER = (3, 9, 7)  # the sizes run afterwards
+
+
+def dynamic_shapes(kind):
+    """Batch and spatial sizes dynamic; the high-resolution input's are S x the other's."""
+    b, h, w = Dim("batch"), Dim("h", min=2), Dim("w", min=2)
+    low, high = {0: b, 2: h, 3: w}, {0: b, 2: S * h, 3: S * w}
+    return (low, high) if kind == "carafe" else (high, low)
+
+
+# ----------------------------------------------------------------------------- torch.export
+@pytest.mark.parametrize("kind,backend", [("fade", "torch"), ("lite", "naive"), ("carafe", "auto")])
+def test_torch_export_with_dynamic_shapes(kind, backend):
+    model, reference = build(kind, backend)
+    program = torch.export.export(model, inputs(kind, *EXAMPLE), dynamic_shapes=dynamic_shapes(kind))
+    other = inputs(kind, *OTHER)
+    out = program.module()(*other)
+    assert_close_rel(out, reference(*other), FLOAT32_TOL)
+    torch.testing.assert_close(out, model(*other), rtol=1e-5, atol=1e-5)
+
+
+def test_torch_export_encoder_smaller_than_scale_times_decoder():
+    """A backbone's en of 2h - 1 rows (65 -> 129): a derived dimension (h >= 3: torch.export
+    specialises sizes 0 and 1, and the odd rows' phase has h - 1)."""
+    model, reference = build("fade", "torch")
+    b, h, w = Dim("batch"), Dim("h", min=3), Dim("w", min=2)
+    shapes = ({0: b, 2: S * h - 1, 3: S * w}, {0: b, 2: h, 3: w})
+    program = torch.export.export(model, inputs("fade", *EXAMPLE, crop=(1, 0)), dynamic_shapes=shapes)
+    other = inputs("fade", *OTHER, crop=(1, 0))
+    assert_close_rel(program.module()(*other), reference(*other), FLOAT32_TOL)
+
+
+# ----------------------------------------------------------------------------- ONNX
+def onnx_runtime():
+    """(onnx, onnxruntime), or skip: they are the optional extra ``fade-triton[export]``."""
+    reason = "ONNX tests need the [export] extra: pip install -e '.[export]'"
+    return pytest.importorskip("onnx", reason=reason), pytest.importorskip("onnxruntime", reason=reason)
+
+
+def run_onnx_with_intermediates(path, names, values):
+    """Run the ONNX file with every intermediate tensor as an extra output. Returns the model's
+    first output and the largest intermediate's (element count, name)."""
+    onnx, ort = onnx_runtime()
+    model = onnx.load(path)
+    final = model.graph.output[0].name
+    inner = [o for node in model.graph.node for o in node.output if o and o != final]
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in inner)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out, *rest = session.run([final, *inner], {n: v.numpy() for n, v in zip(names, values)})
+    return torch.from_numpy(out), max((v.size, n) for v, n in zip(rest, inner))
+
+
+def check_onnx_file(path, kind, opset, names, other, reference):
+    """Standard operators only, at ``opset``; batch and spatial inputs dynamic; a bounded
+    graph with nothing of K*K*C channels at high resolution; ONNX Runtime's output on
+    ``other`` (sizes not exported) against the float64 reference. Returns the node count."""
+    onnx, _ = onnx_runtime()
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", opset)]
+    assert {node.domain for node in model.graph.node} == {""} and not model.graph.node[0].domain
+    assert not model.functions  # no local (custom) functions either
+    for graph_input in model.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        assert [bool(d.dim_param) for d in dims] == [True, False, True, True], graph_input
+    computing = [n for n in model.graph.node if n.op_type != "Constant"]
+    assert len(computing) <= 5 * K * K + 150, len(computing)
+    out, (largest, name) = run_onnx_with_intermediates(path, names, other)
+    b, _, h, w = other[0 if kind == "carafe" else 1].shape  # the low-resolution input
+    # E, K*K or G*K*K channels at high resolution at most (the logits, masks, enc), C*K*K never
+    assert largest <= max(C, E, G * K * K) * b * S * h * S * w < K * K * C * b * S * h * S * w, (largest, name)
+    assert_close_rel(out, reference(*other), FLOAT32_TOL)
+    return len(model.graph.node)
+
+
+@pytest.mark.parametrize("kind,backend", [("fade", "torch"), ("lite", "naive"), ("carafe", "triton")])
+def test_onnx_dynamo_exporter(kind, backend, tmp_path):
+    """torch.onnx.export(dynamo=True): every backend records the export formulation (on CPU
+    "triton" runs in the interpreter, but the exporter never runs it)."""
+    onnx_runtime()
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript: pip install -e '.[export]'")
+    model, reference = build(kind, backend)
+    names = ["features", "masks"] if kind == "carafe" else ["en", "de"]
+    path = tmp_path / f"{kind}.onnx"
+    with _quiet_exporter():
+        torch.onnx.export(model, inputs(kind, *EXAMPLE), path, dynamo=True, opset_version=18, input_names=names,
+                          output_names=["out"], dynamic_shapes=dynamic_shapes(kind), verbose=False)
+    check_onnx_file(path, kind, 18, names, inputs(kind, *OTHER), reference)
+
+
+@pytest.mark.parametrize("backend", ["torch", "naive", "triton"])
+@pytest.mark.parametrize("kind", ["fade", "lite", "carafe"])
+def test_onnx_legacy_exporter(kind, backend, tmp_path):
+    """torch.onnx.export(dynamo=False), opset 17. The torch backend's in-place updates of views
+    once gave a silently wrong graph here; every backend now records the export formulation.
+    FADE is run on an encoder one row and one column short of S x the decoder's (65 -> 129)."""
+    onnx_runtime()
+    model, reference = build(kind, backend)
+    names = ["features", "masks"] if kind == "carafe" else ["en", "de"]
+    axes = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in (*names, "out")}
+    path = tmp_path / f"{kind}.onnx"
+    with _quiet_exporter():
+        torch.onnx.export(model, inputs(kind, *EXAMPLE), path, dynamo=False, opset_version=17, input_names=names,
+                          output_names=["out"], dynamic_axes=axes)
+    other = inputs(kind, *OTHER) if kind == "carafe" else inputs(kind, *OTHER, crop=(1, 1))
+    check_onnx_file(path, kind, 17, names, other, reference)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters' own notices (deprecation of the TorchScript exporter, constant folding,
+    missing torchvision, training-mode reminders) are not the project's warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+# ----------------------------------------------------------------------------- TorchScript
+@pytest.mark.parametrize("kind", ["fade", "lite", "carafe"])
+def test_jit_trace_generalises_to_other_sizes(kind):
+    """The trace records the export formulation with every size read from the inputs; the
+    tracer finds nothing in it that could freeze a size (TracerWarning is an error here)."""
+    model, reference = build(kind, "torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)
+        traced = torch.jit.trace(model, inputs(kind, *EXAMPLE))
+    other = inputs(kind, *OTHER) if kind == "carafe" else inputs(kind, *OTHER, crop=(0, 1))
+    assert_close_rel(traced(*other), reference(*other), FLOAT32_TOL)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_jit_script_says_what_works_instead():
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = ft.FADELite(C)
+
+        def forward(self, en, de):
+            return self.up(en, de)
+
+    for model in (ft.FADE(C), Decoder()):
+        with pytest.raises(RuntimeError, match="cannot be compiled by torch.jit.script.*torch.jit.trace"):
+            torch.jit.script(model)
 
 
 # ----------------------------------------------------------------------------- meta tensors
