@@ -48,6 +48,14 @@ def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_w
                                      kernel_bias), scale, backend, pack_weights)
 
 
+def define_operators() -> None:
+    """Define the ``fade_triton::`` operators and register their FLOP formulas (this imports the
+    Triton kernels where triton is installed). The first call that needs them does it; the
+    modules do it when they are built, because ``FlopCounterMode`` copies the formulas it knows
+    when it is created: one created after the model is built counts FADE on every backend."""
+    from .ops import carafe, fade  # noqa: F401
+
+
 def pack_weights(weights: tuple, dtype: torch.dtype):
     """The Triton kernels' prepared weights (uncached: the modules cache them per weight version)."""
     from .ops.packing import pack_semi_shift_weights

@@ -12,7 +12,7 @@ from torch import nn
 from .backend import BACKENDS, resolve_backend
 from .checkpoint import convert_eccv_state_dict
 from .checks import check_kernel_size, check_positive_int, check_scale
-from .functional import fade_with_packer, pack_weights, tracer_warnings_off
+from .functional import define_operators, fade_with_packer, pack_weights, tracer_warnings_off
 
 
 class GateGenerator(nn.Module):
@@ -78,6 +78,7 @@ class FADE(nn.Module):
         self.ker_generator = SemiShift(in_channels_en, embedding_dim, up_kernel_size, self._depthwise)
         self.reset_parameters()
         self._register_load_state_dict_pre_hook(self._rename_eccv_keys)
+        define_operators()  # FLOP formulas registered before any FlopCounterMode a user creates next
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weights, zero biases (as the official code)."""

@@ -1,6 +1,6 @@
 """Deployment, on CPU: torch.export with dynamic shapes, ONNX (both exporters, run by ONNX
-Runtime), TorchScript and meta tensors. Every numeric check is against the independent float64
-reference (tests/reference64.py), on sizes other than the ones exported."""
+Runtime), TorchScript, FLOP counts and meta tensors. Every numeric check is against the
+independent float64 reference (tests/reference64.py), on sizes other than the ones exported."""
 import contextlib
 import warnings
 
@@ -194,6 +194,58 @@ def test_jit_script_says_what_works_instead():
     for model in (ft.FADE(C), Decoder()):
         with pytest.raises(RuntimeError, match="cannot be compiled by torch.jit.script.*torch.jit.trace"):
             torch.jit.script(model)
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def fade_forward_flops(b, c, h, w, oh, ow, k, emb, lite):
+    """README, Deploy: 2*B*OH*OW*(C*E + 9*Ek*K2 + K2*C) + 2*B*H*W*(C*E + 9*Ek*K2 + C),
+    E = K2 and Ek = 1 for FADE-Lite, Ek = E for FADE."""
+    k2 = k * k
+    emb, emb_per_group = (k2, 1) if lite else (emb, emb)
+    generator = c * emb + 9 * emb_per_group * k2
+    return 2 * b * oh * ow * (generator + k2 * c) + 2 * b * h * w * (generator + c)
+
+
+def counted_flops(fn):
+    """FLOPs of ``fn()`` by FlopCounterMode, created after the operators are defined (README)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import fade_triton.ops.carafe  # noqa: F401  (the modules define it when built; carafe() at its first call)
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("backend", ["naive", "torch", "triton"])
+@pytest.mark.parametrize("kind", ["fade", "lite"])
+def test_flop_counter_reports_the_formula_on_every_backend(kind, backend):
+    """en, de and every weight require grad (the training case inside a network): then a
+    backward counts twice the forward on every backend, but for one miscount of torch's own
+    FlopCounterMode on the naive path (README, Deploy): a grouped convolution's weight gradient
+    is counted as if dense, groups (K2 for FADE-Lite's depthwise 3x3) times too many."""
+    model, _ = build(kind, backend)
+    b, h, w = 2, 4, 3
+    en, de = (t.requires_grad_() for t in inputs("fade", b, h, w, crop=(1, 0)))
+    oh, ow = en.shape[2:]
+    model(en, de)  # the triton backend folds its weights once per weight version (README, Deploy)
+    forward = fade_forward_flops(b, C, h, w, oh, ow, K, E, kind == "lite")
+    assert counted_flops(lambda: model(en, de)) == forward
+    training = 3 * forward
+    if kind == "lite" and backend == "naive":
+        training += (K * K - 1) * 2 * b * 9 * K * K * (oh * ow + h * w)
+    assert counted_flops(lambda: model(en, de).sum().backward()) == training
+
+
+@pytest.mark.parametrize("backend", ["naive", "torch", "triton"])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_flop_counter_reports_carafe(groups, backend):
+    b, c, h, w, k, s = 2, 6, 3, 4, 5, 2
+    x = torch.randn(b, c, h, w, requires_grad=True)
+    masks = torch.rand(b, groups * k * k, s * h, s * w, requires_grad=True)
+    forward = 2 * b * s * h * s * w * k * k * c  # any group size
+    assert counted_flops(lambda: ft.carafe(x, masks, k, groups, s, backend=backend)) == forward
+    assert counted_flops(lambda: ft.carafe(x, masks, k, groups, s, backend=backend).sum().backward()) == 3 * forward
 
 
 # ----------------------------------------------------------------------------- meta tensors
