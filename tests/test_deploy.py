@@ -1,6 +1,7 @@
 """Deployment, on CPU: torch.export with dynamic shapes, ONNX (both exporters, run by ONNX
-Runtime), TorchScript, FLOP counts and meta tensors. Every numeric check is against the
-independent float64 reference (tests/reference64.py), on sizes other than the ones exported."""
+Runtime), TorchScript, FLOP counts, DDP and FSDP2 on two gloo processes and meta tensors. Every
+numeric check is against the independent float64 reference (tests/reference64.py), on sizes
+other than the ones exported."""
 import contextlib
 import warnings
 
@@ -246,6 +247,68 @@ def test_flop_counter_reports_carafe(groups, backend):
     forward = 2 * b * s * h * s * w * k * k * c  # any group size
     assert counted_flops(lambda: ft.carafe(x, masks, k, groups, s, backend=backend)) == forward
     assert counted_flops(lambda: ft.carafe(x, masks, k, groups, s, backend=backend).sum().backward()) == 3 * forward
+
+
+# ----------------------------------------------------------------------------- DDP, FSDP2
+STEPS, LR = 3, 0.1
+
+
+def train(model, en, de, steps=STEPS):
+    """SGD on the mean squared output; returns the gradients of the first step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    first = None
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(en, de).square().mean().backward()
+        if first is None:
+            first = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+    return first
+
+
+def distributed_worker(rank, world, init_method, out_dir):
+    """One of ``world`` gloo processes: the same FADE trained on this rank's share of the batch,
+    once under DistributedDataParallel and once under FSDP2 (``fully_shard``). Saves the first
+    step's gradients and the final parameters, gathered to full tensors (FSDP2 shards them)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
+    try:
+        en, de, state = torch.load(f"{out_dir}/problem.pt")
+        share = slice(rank * len(en) // world, (rank + 1) * len(en) // world)
+        results = {}
+        for name, wrap in (("ddp", DistributedDataParallel), ("fsdp2", fully_shard)):
+            model = ft.FADE(C, up_kernel_size=K, embedding_dim=E, backend="torch")
+            model.load_state_dict(state)
+            wrapped = wrap(model)
+            grads = train(wrapped, en[share], de[share])
+            full = [getattr(t, "full_tensor", lambda t=t: t)() for t in (*grads, *wrapped.parameters())]
+            results[name] = [t.detach().clone() for t in full]
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_and_fsdp2_on_two_gloo_processes_match_one_process(tmp_path):
+    """Each of 2 processes takes half the batch: the first step's gradients and the parameters
+    after a few SGD steps equal those of one process on the whole batch, on both ranks."""
+    model = ft.FADE(C, up_kernel_size=K, embedding_dim=E, backend="torch")
+    en, de = inputs("fade", 4, 4, 3)
+    torch.save((en, de, model.state_dict()), tmp_path / "problem.pt")
+    torch.multiprocessing.spawn(distributed_worker, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path)),
+                                nprocs=2)
+    grads = train(model, en, de)
+    expected = [*grads, *(p.detach() for p in model.parameters())]
+    for rank in range(2):
+        results = torch.load(tmp_path / f"rank{rank}.pt")
+        for wrapper in ("ddp", "fsdp2"):
+            assert len(results[wrapper]) == len(expected)
+            for got, want in zip(results[wrapper], expected):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"{wrapper}, rank {rank}")
+    assert all(torch.equal(a, b) for a, b in zip(torch.load(tmp_path / "rank0.pt")["ddp"],
+                                                 torch.load(tmp_path / "rank1.pt")["ddp"]))
 
 
 # ----------------------------------------------------------------------------- meta tensors
