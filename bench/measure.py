@@ -7,7 +7,8 @@ is small (see ``cpu_latency``). Wall clock per call (``wall_ms``): back-to-back 
 input set, no flushes, one synchronisation at the end: what a user's loop sees. On CPU it is
 the same clock as the latency (the mean of the same runs).
 Peak memory above the inputs: ``fade_triton.profiling.peak_memory``, with the C-level stderr
-of the CPU profiler captured (shown only if the measurement fails).
+of the CPU profiler captured (shown only if the measurement fails). Forward FLOPs: what
+``torch.utils.flop_counter.FlopCounterMode`` counts in one forward call (``forward_flops``).
 """
 from __future__ import annotations
 
@@ -58,6 +59,17 @@ def quiet_peak_memory(call, device: torch.device) -> int:
     """``peak_memory`` without the profiler's ``profiler_start``/``profiler_stop`` lines."""
     with captured_stderr():
         return peak_memory(call, device)
+
+
+def forward_flops(fn, en, de) -> int:
+    """FLOPs of one ``fn(en, de)`` under ``no_grad`` as ``FlopCounterMode`` counts them:
+    convolutions and matrix products, fade_triton's operators by their formulas
+    (``fade_triton.flops``); no elementwise work (bilinear interpolation counts 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(en, de)
+    return counter.get_total_flops()
 
 
 def timed_call(fn, input_sets, grad=None, params=()):

@@ -66,6 +66,9 @@ def measure_one(provider, case, device, reference) -> dict:
         if row.get("status") == "mismatch":
             return row
     params = list(module.parameters())
+    # naive_compiled is counted on its eager module (the same function; no compiler under the counter)
+    row["gflops"] = measure.forward_flops(module if provider == "naive_compiled" else fn, en, de) / 1e9
+    row["params"] = 0 if provider == "bilinear" else sum(p.numel() for p in params)
     call = measure.timed_call(fn, [(en, de)], grad, params)
     call()  # warm-up: compilation and caches stay out of the memory figure
     for t in (en, de, *params):

@@ -14,14 +14,14 @@ import torch
 
 CASE_FIELDS = ["op", "mode", "dtype", "layout", "batch", "channels", "size", "scale", "kernel", "embed", "sweep"]
 MEASURED_FIELDS = ["provider", "status", "reason", "ms_median", "ms_p20", "ms_p80", "runs", "others_cpu", "contended",
-                   "wall_ms", "gb_per_s", "peak_bytes", "rel_err_vs_torch", "grad_rel_err_vs_torch", "min_bytes",
-                   "flops", "floor_ms", "floor_bound", "x_floor"]
+                   "wall_ms", "gb_per_s", "peak_bytes", "rel_err_vs_torch", "grad_rel_err_vs_torch", "gflops",
+                   "params", "min_bytes", "flops", "floor_ms", "floor_bound", "x_floor"]
 ENV_FIELDS = ["fp32_precision", "device", "torch", "triton"]  # repeated on every row: each row stands alone
 FIELDS = CASE_FIELDS + MEASURED_FIELDS + ENV_FIELDS
-INTS = {"batch", "channels", "size", "scale", "kernel", "embed", "runs", "contended", "peak_bytes", "min_bytes",
-        "flops"}
+INTS = {"batch", "channels", "size", "scale", "kernel", "embed", "runs", "contended", "peak_bytes", "params",
+        "min_bytes", "flops"}
 FLOATS = {"ms_median", "ms_p20", "ms_p80", "others_cpu", "wall_ms", "gb_per_s", "rel_err_vs_torch",
-          "grad_rel_err_vs_torch", "floor_ms", "x_floor"}
+          "grad_rel_err_vs_torch", "gflops", "floor_ms", "x_floor"}
 
 
 def device_name(device: torch.device) -> str:

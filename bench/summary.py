@@ -11,7 +11,7 @@ from .plots import threads_note
 from .providers import DISPLAY
 
 HEADER = (f"  {'provider':22s} {'ms':>9s} {'p20-p80 ms':>17s} {'others':>6s} {'wall ms':>9s} {'GB/s':>7s} "
-          f"{'peak MiB':>9s} {'x floor':>8s}")
+          f"{'peak MiB':>9s} {'x floor':>8s} {'GFLOP':>8s} {'params':>8s}")
 
 
 def column_notes(env: dict) -> list[tuple[str, str]]:
@@ -33,6 +33,11 @@ def column_notes(env: dict) -> list[tuple[str, str]]:
         ("x floor", "ms / roofline floor; floor = max(bytes / copy bandwidth, FLOPs / matmul rate in the dtype, "
                     f"float32 at {env['fp32_precision'].upper()}); 1 = at the floor. GB/s and x floor are left out "
                     "for bilinear: it is not FADE"),
+        ("GFLOP", "forward GFLOP of one call (in fwd+bwd cases too) as torch.utils.flop_counter counts them: "
+                  "convolutions and the reassembly (fade_triton/flops.py for fade_triton's operators), no "
+                  "elementwise work; mmcv's compiled CARAFE is invisible to it (its reassembly counts 0), bilinear "
+                  "counts 0"),
+        ("params", "parameters of the provider's module (0 for bilinear, which has none)"),
     ]
 
 
@@ -62,7 +67,8 @@ def print_summary(rows, env, skipped, out_dir: Path, written):
         spread = f"{r['ms_p20']:.3f}-{r['ms_p80']:.3f}"
         others = f"{r['others_cpu']:.0%}{'!' if r.get('contended') else ''}" if r.get("others_cpu") is not None else "-"
         print(f"  {name:22s} {r['ms_median']:9.3f} {spread:>17s} {others:>6s} {r['wall_ms']:9.3f} "
-              f"{_cell(r, 'gb_per_s', '.2f', 7)} {r['peak_bytes'] / 2**20:9.2f} {_cell(r, 'x_floor', '.1f', 8)}")
+              f"{_cell(r, 'gb_per_s', '.2f', 7)} {r['peak_bytes'] / 2**20:9.2f} {_cell(r, 'x_floor', '.1f', 8)} "
+              f"{_cell(r, 'gflops', '.4f', 8)} {_cell(r, 'params', 'd', 8)}")
     print("Columns:")
     for name, text in column_notes(env):
         print(textwrap.fill(text, 100, initial_indent=f"  {name:12s}", subsequent_indent=" " * 14))

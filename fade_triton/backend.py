@@ -9,6 +9,13 @@ Backends (all compute the function in SPEC.md):
 - ``"mmcv"``: the official implementation, ``mmcv.ops.carafe`` (CUDA, compiled mmcv only).
 - ``"auto"``: ``"triton"`` where it can run, otherwise ``"torch"``.
 
+Whatever the choice, two cases resolve by themselves. While an exporter records the model
+(``torch.onnx.export``, either exporter, or ``torch.jit.trace``) every backend resolves to
+``"export"``: a formulation in standard operators (``reference.fade_export``), so the
+exported graph needs nothing from fade_triton (``torch.export.export`` itself keeps the
+``fade_triton::`` operators). On meta tensors, where nothing is computed, every backend but
+``"naive"`` resolves to ``"torch"``: the same output shape, dtype and layout as the Triton path.
+
 Nothing here runs at import time: the environment is read when a backend is resolved.
 """
 from __future__ import annotations
@@ -58,14 +65,26 @@ def float32_conv_precision() -> str:
     return "ieee"
 
 
+def exporting() -> bool:
+    """True while ``torch.onnx.export`` (TorchScript-based or ``dynamo=True``) or
+    ``torch.jit.trace`` records the model."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Map a user's ``backend`` argument to the implementation that will run on ``device``.
+    """Map a user's ``backend`` argument to the implementation that will run on ``device``:
+    one of ``BACKENDS`` but "auto", or "export" while an exporter records (see the module's
+    docstring).
 
     Raises ValueError for an unknown name and RuntimeError for an explicit request that
     cannot run here (rather than silently running something else).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if exporting():
+        return "export"
+    if device.type == "meta":
+        return "naive" if backend == "naive" else "torch"
     if backend == "auto":
         return "triton" if triton_supports(device) else "torch"
     if backend == "triton" and not triton_supports(device):

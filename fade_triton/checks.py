@@ -3,6 +3,7 @@ names the argument and what it got, before any kernel runs."""
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -25,21 +26,36 @@ def check_same_kind(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) ->
         raise ValueError(f"{names[0]} and {names[1]} must be on one device, got {a.device} and {b.device}")
 
 
-def check_kernel_size(kernel_size) -> int:
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
-        raise TypeError(f"kernel_size must be an int, got {type(kernel_size).__name__}")
+def check_int(name: str, value) -> int:
+    """``value`` as a Python int: anything ``operator.index`` accepts (int, numpy integers, as
+    mmcv takes them); a float (even 2.0), a bool or anything else is a TypeError."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an int (or an integer type operator.index accepts, such as numpy.int64), "
+                    f"got {type(value).__name__} {value!r}")
+
+
+def check_positive_int(name: str, value) -> int:
+    value = check_int(name, value)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def check_kernel_size(kernel_size, name: str = "kernel_size") -> int:
+    kernel_size = check_int(name, kernel_size)
     if kernel_size <= 0 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
+        raise ValueError(f"{name} must be a positive odd int, got {kernel_size}")
     return kernel_size
 
 
-def check_scale(scale) -> int:
-    if isinstance(scale, float) and scale.is_integer():
-        scale = int(scale)
-    if isinstance(scale, bool) or not isinstance(scale, int):
-        raise TypeError(f"scale must be an int >= 1, got {scale!r}")
+def check_scale(scale, name: str = "scale") -> int:
+    scale = check_int(name, scale)
     if scale < 1:
-        raise ValueError(f"scale must be an int >= 1, got {scale}")
+        raise ValueError(f"{name} must be an int >= 1, got {scale}")
     return scale
 
 
@@ -89,9 +105,8 @@ def check_carafe_args(features, masks, kernel_size, group_size, scale_factor) ->
     check_tensor("masks", masks, 4)
     check_same_kind(("features", "masks"), features, masks)
     kernel_size = check_kernel_size(kernel_size)
-    scale_factor = check_scale(scale_factor)
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
+    scale_factor = check_scale(scale_factor, "scale_factor")
+    group_size = check_positive_int("group_size", group_size)
     channels = features.shape[1]
     if channels % group_size:
         raise ValueError(f"features channels ({channels}) must be divisible by group_size ({group_size})")
@@ -136,16 +151,23 @@ def check_fade_args(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weigh
               "en_bias": (emb,), "de_weight": (emb, channels, 1, 1),
               "kernel_weight": (k2, 1 if depthwise else emb, 3, 3), "kernel_bias": (k2,)}
     weights = (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)
-    autocast = torch.is_autocast_enabled(en.device.type)
+    autocast = autocast_enabled(en.device.type)
     for (name, shape), w in zip(shapes.items(), weights):
         check_weight(name, w, shape, en, autocast)
     return k, scale, depthwise
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type``; False for device types autocast does not
+    know (meta: asking ``torch.is_autocast_enabled`` about them raises)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 def is_depthwise(en_weight: torch.Tensor, kernel_weight: torch.Tensor) -> bool:
-    """FADE-Lite's kernel generator: K2 compressed channels and a depthwise 3x3."""
+    """FADE-Lite's kernel generator: K2 compressed channels and a depthwise 3x3. A Python bool
+    (while ``torch.jit.trace`` records, sizes and their comparisons are tensors)."""
     k2 = kernel_weight.shape[0]
-    return kernel_weight.shape[1] == 1 and en_weight.shape[0] == k2 and k2 > 1
+    return bool(kernel_weight.shape[1] == 1 and en_weight.shape[0] == k2 and k2 > 1)
 
 
 def suggest_memory_format(t: torch.Tensor) -> torch.memory_format:

@@ -11,7 +11,8 @@ from torch import nn
 
 from .backend import BACKENDS, resolve_backend
 from .checkpoint import convert_eccv_state_dict
-from .functional import fade_with_packer, pack_weights
+from .checks import check_kernel_size, check_positive_int, check_scale
+from .functional import define_operators, fade_with_packer, pack_weights, tracer_warnings_off
 
 
 class GateGenerator(nn.Module):
@@ -57,18 +58,19 @@ class FADE(nn.Module):
     def __init__(self, in_channels_en: int, in_channels_de: int | None = None, scale: int = 2,
                  up_kernel_size: int = 5, embedding_dim: int = 64, backend: str = "auto"):
         super().__init__()
-        in_channels_de = in_channels_en if in_channels_de is None else in_channels_de
+        in_channels_en = check_positive_int("in_channels_en", in_channels_en)
+        in_channels_de = in_channels_en if in_channels_de is None else check_positive_int("in_channels_de",
+                                                                                         in_channels_de)
         if in_channels_de != in_channels_en:
             raise ValueError(f"in_channels_de ({in_channels_de}) must equal in_channels_en ({in_channels_en}): "
                              "the gate blends en with the upsampled de")
-        if up_kernel_size <= 0 or up_kernel_size % 2 == 0:
-            raise ValueError(f"up_kernel_size must be a positive odd int, got {up_kernel_size}")
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"scale must be an int >= 1, got {scale}")
+        up_kernel_size = check_kernel_size(up_kernel_size, "up_kernel_size")
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        scale = check_scale(scale)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.in_channels = in_channels_en
-        self.scale = int(scale)
+        self.scale = scale
         self.up_kernel_size = up_kernel_size
         self.backend = backend
         self._packed = None  # (key, pinned storages, PackedWeights): see _cached_pack
@@ -76,6 +78,7 @@ class FADE(nn.Module):
         self.ker_generator = SemiShift(in_channels_en, embedding_dim, up_kernel_size, self._depthwise)
         self.reset_parameters()
         self._register_load_state_dict_pre_hook(self._rename_eccv_keys)
+        define_operators()  # FLOP formulas registered before any FlopCounterMode a user creates next
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weights, zero biases (as the official code)."""
@@ -93,10 +96,11 @@ class FADE(nn.Module):
             state_dict.update(renamed)
 
     def forward(self, en: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
-        for name, t in (("en", en), ("de", de)):
-            if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
-                raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
-                                 f"got {name} of shape {tuple(t.shape)}")
+        with tracer_warnings_off():
+            for name, t in (("en", en), ("de", de)):
+                if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
+                    raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
+                                     f"got {name} of shape {tuple(t.shape)}")
         params = self.weights()
         return fade_with_packer(en, de, params, self.scale, self.backend, lambda _, dtype: self._cached_pack(params, dtype))
 
@@ -123,6 +127,15 @@ class FADE(nn.Module):
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, [w.detach() for w in params], pack_weights(params, dtype))
         return self._packed[2]
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first (on every submodule of what it scripts): FADE's
+        dispatch is Python that TorchScript cannot compile, so say what works instead."""
+        raise RuntimeError(
+            f"{type(self).__name__} cannot be compiled by torch.jit.script (its backend dispatch is Python). "
+            "Use torch.jit.trace(module, (en, de)) for TorchScript (it records an export-friendly graph of "
+            "standard operators with dynamic sizes), torch.export.export or torch.compile for PyTorch 2, or "
+            "torch.onnx.export for ONNX")
 
     def __getstate__(self):  # the cache is derived state: not pickled or deep-copied
         return {**super().__getstate__(), "_packed": None}

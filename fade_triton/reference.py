@@ -12,6 +12,12 @@ Both compute SPEC.md's function on any device and dtype:
   and the reassembly runs one sub-pixel phase at a time, tap by tap, so nothing of size
   ``B*K2*C*sH*sW`` ever exists. Its backward (``*_torch_backward``) is explicit and just as
   lean; it is also the plain-PyTorch statement of what the Triton backward kernels compute.
+- ``*_export``: what exporters record (ONNX, ``torch.jit.trace``): standard operators only,
+  no in-place update of a view, every size read from the inputs (dynamic shapes). The naive
+  semi-shift (convolutions and a nearest upsample of the K2-channel low-resolution logits),
+  and a reassembly that multiplies K2 shifted low-resolution slices of ``de`` with the masks
+  of all ``s*s`` sub-pixel phases at once and stitches the phases (depth-to-space): nothing of
+  size ``B*K2*C*sH*sW`` either.
 
 An encoder map smaller than ``scale`` x the decoder's by less than ``scale`` (a backbone
 fed a size that is not a multiple of its stride, e.g. 65 -> 129) is nearest-upsample-then-
@@ -39,9 +45,11 @@ def upsample_to(t: torch.Tensor, scale: int, size) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- naive
-def semi_shift_naive(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
-    """Logits ``conv3x3(enc) + interpolate(conv3x3(dec))`` as the official code forms them."""
-    groups = kernel_weight.shape[0] if is_depthwise(en_weight, kernel_weight) else 1
+def semi_shift_naive(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale, depthwise=None):
+    """Logits ``conv3x3(enc) + interpolate(conv3x3(dec))`` as the official code forms them.
+    ``depthwise`` (FADE-Lite's 3x3) is read from the weights' shapes unless given."""
+    depthwise = is_depthwise(en_weight, kernel_weight) if depthwise is None else depthwise
+    groups = kernel_weight.shape[0] if depthwise else 1
     enc = F.conv2d(en, en_weight, en_bias)
     dec = F.conv2d(de, de_weight)
     hi = F.conv2d(enc, kernel_weight, kernel_bias, padding=1, groups=groups)
@@ -63,12 +71,12 @@ def carafe_naive(features, masks, kernel_size, group_size, scale_factor):
 
 
 def fade_naive(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale,
-               carafe=carafe_naive):
+               carafe=carafe_naive, depthwise=None):
     """FADE as the official code computes it; ``carafe`` is the reassembly (the ``mmcv``
-    backend passes ``mmcv.ops.carafe`` here)."""
+    backend passes ``mmcv.ops.carafe`` here), ``depthwise`` as in ``semi_shift_naive``."""
     size = en.shape[2:]
     gate = torch.sigmoid(upsample_to(F.conv2d(de, gate_weight, gate_bias), scale, size))
-    logits = semi_shift_naive(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale)
+    logits = semi_shift_naive(en, de, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale, depthwise)
     masks = F.softmax(logits, dim=1)
     return gate * en + (1 - gate) * carafe(de, masks, math.isqrt(kernel_weight.shape[0]), 1, scale)
 
@@ -93,10 +101,11 @@ def semi_shift_torch(en, de, en_weight, en_bias, de_weight, kernel_weight, kerne
 
 def _phases(scale, size):
     """(dy, dx, rows, cols) of each sub-pixel phase of an output of ``size``: the phase's
-    pixels are ``out[..., dy::scale, dx::scale]``, (rows, cols) of them."""
+    pixels are ``out[..., dy::scale, dx::scale]``, (rows, cols) of them. Arithmetic, not
+    ``len(range(...))``: on symbolic sizes (torch.export) it makes no guard."""
     for dy in range(scale):
         for dx in range(scale):
-            yield dy, dx, len(range(dy, size[0], scale)), len(range(dx, size[1], scale))
+            yield dy, dx, (size[0] - dy + scale - 1) // scale, (size[1] - dx + scale - 1) // scale
 
 
 def carafe_torch(features, masks, kernel_size, group_size, scale_factor, gate=None, en=None):
@@ -258,3 +267,38 @@ def fade_torch_backward(dout, en, de, gate_weight, gate_bias, en_weight, en_bias
         if need_de:
             out[1] = (d_x.to(acc) + d_de.to(acc) + d_de_gate.to(acc)).to(de.dtype)
     return tuple(o if o is not None else en.new_empty(0) for o in out)
+
+
+# ----------------------------------------------------------------------------- export
+def carafe_export(features, masks, kernel_size, group_size, scale_factor):
+    """CARAFE in standard, out-of-place operators: the masks, zero-padded to (s*H, s*W), are
+    split into their ``s*s`` sub-pixel phases (space-to-depth); each of the K2 taps multiplies
+    one shifted slice of the zero-padded features, (B, 1, G, C/G, H, W), by the tap's masks of
+    every phase, (B, s*s, G, 1, H, W); the sum, (B, s*s, C, H, W) (the output's size), is
+    stitched back (depth-to-space) and cropped to the masks' size. Accumulates in float32 for
+    half inputs. Slices use static offsets from the end, so no size is frozen into a trace."""
+    b, c, h, w = features.shape
+    s, k, g = scale_factor, kernel_size, group_size
+    oh, ow = masks.shape[2:]
+    acc_dtype = _accumulate_dtype(features.dtype)
+    padded = F.pad(features.to(acc_dtype), (k // 2,) * 4).unflatten(1, (g, -1)).unsqueeze(1)
+    phases = F.pad(masks.to(acc_dtype), (0, w * s - ow, 0, h * s - oh))  # (B, G*K2, sH, sW)
+    phases = (phases.unflatten(1, (g, k * k)).unflatten(3, (-1, s)).unflatten(5, (-1, s))  # (B, G, K2, H, s, W, s)
+              .permute(0, 4, 6, 1, 2, 3, 5).flatten(1, 2))  # (B, s*s, G, K2, H, W)
+    out = None
+    for tap in range(k * k):
+        i, j = divmod(tap, k)
+        term = padded[..., i:(i - k + 1) or None, j:(j - k + 1) or None] * phases[:, :, :, tap:tap + 1]
+        out = term if out is None else out + term
+    out = out.flatten(2, 3).unflatten(1, (s, s)).permute(0, 3, 4, 1, 5, 2)  # (B, C, H, s, W, s)
+    return out.flatten(4, 5).flatten(2, 3)[..., :oh, :ow].to(features.dtype)
+
+
+def fade_export(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale,
+                depthwise):
+    """FADE for exporters: the naive semi-shift and gate (convolutions, nearest upsampling of
+    K2- and 1-channel maps, crop) with ``carafe_export`` as the reassembly. ``depthwise``
+    (FADE-Lite) comes from the caller's argument checks: read from the weights' shapes while
+    ``torch.jit.trace`` records, it would be recorded as a value that might change."""
+    return fade_naive(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias,
+                      scale, carafe=carafe_export, depthwise=depthwise)

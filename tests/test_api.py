@@ -1,4 +1,5 @@
 """Modules, checkpoints, backend choice and argument checking."""
+import numpy as np
 import pytest
 import torch
 
@@ -122,6 +123,8 @@ BAD_FADE = [
     ("even kernel", lambda a: a.update(kernel_weight=torch.randn(16, 8, 3, 3), kernel_bias=torch.randn(16)), ValueError, "odd K"),
     ("scale 0", lambda a: a.update(scale=0), ValueError, "scale must be an int >= 1"),
     ("scale 1.5", lambda a: a.update(scale=1.5), TypeError, "scale must be an int"),
+    ("scale 2.0", lambda a: a.update(scale=2.0), TypeError, "scale must be an int .*got float 2.0"),
+    ("scale True", lambda a: a.update(scale=True), TypeError, "scale must be an int .*got bool"),
 ]
 
 
@@ -142,6 +145,10 @@ BAD_CARAFE = [
     ("groups", dict(group_size=3, masks=torch.rand(1, 27, 6, 6)), ValueError, "divisible by group_size"),
     ("dtype", dict(masks=torch.rand(1, 9, 6, 6, dtype=torch.float64)), TypeError, "must share a dtype"),
     ("dims", dict(features=torch.rand(4, 3, 3)), ValueError, "features must have 4 dims"),
+    ("kernel float", dict(kernel_size=3.0), TypeError, "kernel_size must be an int .*got float 3.0"),
+    ("groups bool", dict(group_size=True), TypeError, "group_size must be an int .*got bool"),
+    ("scale float", dict(scale_factor=2.0), TypeError, "scale_factor must be an int .*got float 2.0"),
+    ("scale tensor", dict(scale_factor=torch.tensor(2.0)), TypeError, "scale_factor must be an int"),
 ]
 
 
@@ -152,6 +159,44 @@ def test_carafe_bad_input(override, exc, match):
     args.update(override)
     with pytest.raises(exc, match=match):
         ft.carafe(**args, backend="torch")
+
+
+def test_integer_arguments_accept_numpy_integers():
+    """As mmcv takes them: anything operator.index accepts (numpy integers), as Python ints."""
+    x, m = torch.rand(1, 4, 3, 3), torch.rand(1, 2 * 9, 6, 6)
+    expect = ft.carafe(x, m, 3, 2, 2, backend="torch")
+    got = ft.carafe(x, m, np.int64(3), np.int32(2), np.int64(2), backend="torch")
+    assert torch.equal(got, expect)
+    args = _good_args()
+    scale = args.pop("scale")
+    assert torch.equal(ft.fade(*args.values(), scale=np.int64(scale), backend="torch"),
+                       ft.fade(*args.values(), scale=scale, backend="torch"))
+    module = ft.FADE(np.int64(8), scale=np.int64(2), up_kernel_size=np.int32(3), embedding_dim=np.int64(4))
+    assert (type(module.scale), type(module.up_kernel_size), module.scale, module.up_kernel_size) == (int, int, 2, 3)
+    assert module(torch.randn(1, 8, 6, 4), torch.randn(1, 8, 3, 2)).shape == (1, 8, 6, 4)
+
+
+BAD_CONSTRUCTOR = [  # (arguments, exception, message)
+    (dict(up_kernel_size=5.0), TypeError, "up_kernel_size must be an int .*got float 5.0"),
+    (dict(scale=2.5), TypeError, "scale must be an int .*got float 2.5"),
+    (dict(scale=2.0), TypeError, "scale must be an int .*got float 2.0"),
+    (dict(scale=False), TypeError, "scale must be an int .*got bool"),
+    (dict(embedding_dim=64.0), TypeError, "embedding_dim must be an int"),
+    (dict(in_channels_en=8.0), TypeError, "in_channels_en must be an int"),
+    (dict(in_channels_de="8"), TypeError, "in_channels_de must be an int .*got str"),
+    (dict(scale=0), ValueError, "scale must be an int >= 1"),
+    (dict(embedding_dim=0), ValueError, "embedding_dim must be a positive int"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,match", BAD_CONSTRUCTOR, ids=[str(b[0]) for b in BAD_CONSTRUCTOR])
+def test_module_constructor_types(kwargs, exc, match):
+    kwargs = {"in_channels_en": 8, **kwargs}
+    with pytest.raises(exc, match=match):
+        ft.FADE(**kwargs)
+    if "embedding_dim" not in kwargs:
+        with pytest.raises(exc, match=match):
+            ft.FADELite(**kwargs)
 
 
 def test_module_constructor_checks():

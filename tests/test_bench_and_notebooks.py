@@ -65,6 +65,15 @@ def test_quick_preset_end_to_end(tmp_path, monkeypatch, capfd):
             assert float(r["x_floor"]) > 0
             gb_per_s = int(r["min_bytes"]) / (float(r["ms_median"]) * 1e-3) / 1e9
             assert float(r["gb_per_s"]) == pytest.approx(gb_per_s)
+    for r in rows:  # FLOPs and parameters, written out from the README's formulas (C=32, E=64, K=5, B=1)
+        if r["status"] != "ok":
+            continue
+        lite, h = r["op"] == "fade_lite", int(r["size"])
+        emb, ek = (25, 1) if lite else (64, 64)
+        gflops = 2 * (4 * h * h * (32 * emb + 9 * ek * 25 + 25 * 32) + h * h * (32 * emb + 9 * ek * 25 + 32)) / 1e9
+        params = 51 * 32 + 276 if lite else 129 * 32 + 14490
+        bilinear = r["provider"] == "bilinear"
+        assert (float(r["gflops"]), int(r["params"])) == ((0, 0) if bilinear else (pytest.approx(gflops), params))
     naive = [r for r in rows if r["provider"] == "naive" and r["status"] == "ok"]
     assert max(float(r["rel_err_vs_torch"]) for r in naive) < 1e-5
     assert max(float(r["grad_rel_err_vs_torch"]) for r in naive if r["mode"] == "fwd+bwd") < 1e-5

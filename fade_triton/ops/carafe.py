@@ -3,15 +3,17 @@ and its backward ``fade_triton::carafe_backward`` (``torch.library.triton_op``s)
 
 ``use_triton`` picks the Triton kernels of ``reassemble.py`` (1 launch forward, 2 backward)
 or the pure-PyTorch implementation in ``fade_triton.reference`` (any device). Masks are used
-as given (no softmax, no renormalisation), with ``group_size`` groups.
+as given (no softmax, no renormalisation), with ``group_size`` groups. ``FlopCounterMode``
+counts them by ``fade_triton.flops``'s formulas.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 from torch.library import triton_op
+from torch.utils.flop_counter import register_flop_formula
 
-from .. import reference
+from .. import flops, reference
 from ..backend import triton_installed
 from .fade import _device_guard, _layout, launches_skipped
 
@@ -64,6 +66,8 @@ def _backward(ctx, dout):
 
 
 carafe_fwd.register_autograd(_backward, setup_context=_setup_context)
+register_flop_formula(torch.ops.fade_triton.carafe)(flops.carafe_op_flops)
+register_flop_formula(torch.ops.fade_triton.carafe_backward)(flops.carafe_backward_op_flops)
 
 
 def carafe(features, masks, kernel_size, group_size, scale_factor, use_triton: bool) -> Tensor:

@@ -6,6 +6,8 @@ Each takes ``use_triton``: the Triton kernels (CUDA, or Triton's CPU interpreter
 memory-lean pure-PyTorch implementation in ``fade_triton.reference`` (any device). The
 functional layer sets it from the backend (``fade_triton.backend``).
 
+``FlopCounterMode`` counts them by ``fade_triton.flops``'s formulas (the function's FLOPs).
+
 Triton forward, 3 launches on prepared weights (``PackedWeights``, cached per weight version
 by the modules): the low-resolution branch with the gate (``semi_shift_lo``), the logits
 (``semi_shift_hi``), the fused softmax-reassembly-gate (``reassemble_fwd``). Memory above
@@ -30,8 +32,9 @@ import torch
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.library import triton_op
+from torch.utils.flop_counter import register_flop_formula
 
-from .. import reference
+from .. import flops, reference
 from ..backend import triton_installed
 from .packing import PackedWeights
 
@@ -139,6 +142,8 @@ def _backward(ctx, dout, _saved_a_grad, _saved_b_grad):
 
 
 fade_fwd.register_autograd(_backward, setup_context=_setup_context)
+register_flop_formula(torch.ops.fade_triton.fade)(flops.fade_op_flops)
+register_flop_formula(torch.ops.fade_triton.fade_backward)(flops.fade_backward_op_flops)
 
 
 def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale,
