@@ -147,13 +147,19 @@ def reassemble_fwd_kernel(
     decoder's crops the output). All any strides (stride_<t><d>: element strides of x, m, g(ate),
     e(n), o(ut)). C_GROUP, GROUPS: channels per group, G. R: K // 2 (run time, see _tap_masks).
     K, S: kernel size, scale. PH: phases per pass (divides S*S). SOFTMAX, GATE: as above (FADE
-    has GROUPS = 1). Tile: TQ low-resolution pixels (TQ // TX rows x TX columns) x BLOCK_C channels.
+    has GROUPS = 1). Tile: TQ low-resolution pixels (TQ // TX rows x TX columns) x BLOCK_C channels,
+    channels C_SPLIT at a time (SPLITS programs per pixel tile). Loads: NCHW tiles pixel-fast
+    (a warp's lanes on 32 neighbouring pixels of a row, channels in-thread); channels_last
+    tiles channel-fast (16-byte vectors).
 
     Bytes per output pixel and channel (itemsize e), against the minimum e*(2 + 1/S^2) for en,
-    out and x (and 4*K2/C for the fp32 logits): en and out e each (sector-complete over a
-    program's phases), x e/S^2 from DRAM, with K2 L1 requests per x element per pass (one per
-    tap, each serving the pass's PH phases); logits read once per program.
-    Grid: (cdiv(W, TX), cdiv(H, TQ // TX), B * GROUPS).
+    out and x (plus 4*K2/C for the fp32 logits and 4/C for the gate): en and out e each
+    (sector-complete over a program's phases); x e/S^2 times the tile's halo from L2,
+    ((TQ/TX + 2R)(TX + 2R)/TQ: x2.25 at K = 5 for 4 x 32 and 8 x 8 tiles), and K2 L1 requests
+    per x element per pass (one per tap, each serving the pass's PH phases); the logits and
+    the gate once per channel split (SPLITS = cdiv(C_GROUP, C_SPLIT): x4 at C = 256).
+    ``python -m bench.traffic`` gives the totals at the headline case.
+    Grid: (SPLITS * cdiv(W, TX), cdiv(H, TQ // TX), B * GROUPS).
     """
     K2: tl.constexpr = K * K
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
@@ -217,7 +223,10 @@ def reassemble_bwd_kernel(
     channel K2 the gate-logit gradient. dout_ptr: (B, C, OH, OW), any strides (stride_d*).
     Other arguments as in ``reassemble_fwd_kernel``. Loads per channel block and pass: K2
     x tiles, PH dout tiles (and PH en tiles with GATE); the sums over c are in-thread for
-    NCHW tiles (channels held in-thread) and a 3-step shuffle for channels_last ones.
+    NCHW tiles (channels held in-thread) and a 3-step shuffle for channels_last ones. Bytes per
+    output pixel and channel (itemsize e): minimum e for dout (+ e for en with GATE) and
+    e/S^2 for x; requested, the same with x times its tile halo from L2 (as in the forward),
+    plus 4*K2/C for the fp32 logit gradient written once.
     Grid: (cdiv(W, TX), cdiv(H, TQ // TX), B * GROUPS).
     """
     K2: tl.constexpr = K * K
@@ -312,8 +321,9 @@ def reassemble_bwd_feat_kernel(
     A gather: each program owns its low-resolution pixels, so no two programs write one
     element. The weights of a pass (PH*K2 per pixel) are computed once per program; per
     channel block and pass it loads PH*K2 shifted dout tiles (each dout element is
-    requested K2 times in all, one per tap, from L1/L2, and read once from DRAM). Passes after
-    the first add to what the first wrote. lse_ptr: (B, OH, OW) contiguous (SOFTMAX).
+    requested K2 times in all, one per tap, from L1/L2, and read once from DRAM: per output
+    pixel and channel, minimum e for dout and e/S^2 for dx; requested, dout times the tile's
+    halo, (TQ/TX + 2R)(TX + 2R)/TQ, from L2). Passes after the first add to what the first wrote. lse_ptr: (B, OH, OW) contiguous (SOFTMAX).
     dx_ptr: (B, C, H, W) any strides (stride_x*). Other arguments as in ``reassemble_bwd_kernel``.
     Grid: (cdiv(W, TX), cdiv(H, TQ // TX), B * GROUPS).
     """

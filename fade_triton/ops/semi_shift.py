@@ -86,8 +86,11 @@ def conv3x3_kernel(
     are requested back to back, so the tile and its 1-pixel halo come from L2/DRAM once and
     8 of the 9 requests hit L1. Loads along the contiguous axis: pixels for NCHW inputs,
     channels (vectorised) for channels_last; weights along their packed output channels.
-    Minimum bytes per output pixel: C_IN input elements (+ the halo, (TY+2)(TX+2)/(TY*TX)),
-    weights once per program, C_OUT outputs. Grid: (cdiv(W, TX), cdiv(H, TY), B * cdiv(C_OUT, BLOCK_N)).
+    Bytes per output pixel: minimum C_IN input elements and C_OUT outputs; requested, the
+    input times its halo ((TY+2)(TX+2)/(TY*TX): x1.59 for 4 x 32 tiles) plus the weights,
+    9*C_IN*BLOCK_N elements from L2 once per program, i.e. 9*C_IN*BLOCK_N/BLOCK_P per pixel
+    (at C_IN = 256, BLOCK_N = 32 in bf16: 147 KB per 128-pixel program, the largest share of the
+    requested bytes; ``python -m bench.traffic`` gives the totals). Grid: (cdiv(W, TX), cdiv(H, TY), B * cdiv(C_OUT, BLOCK_N)).
     """
     TY: tl.constexpr = BLOCK_P // TX
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
