@@ -125,6 +125,15 @@ def _tap_masks(ly, lx, H, W, R, K: tl.constexpr):
     return rows, cols
 
 
+@triton.jit
+def _tap_tile(x_ptrs, c_ok, rows, cols, stride_xh, stride_xw, k: tl.constexpr, K: tl.constexpr, ACC: tl.constexpr):
+    """Tap ``k``'s (BLOCK_C, TQ) tile of x in ACC (zero outside the image), and the pointer tile
+    stepped to tap k + 1: the K x K window is walked row by row, so one pointer tile serves every
+    tap and no per-tap address stays live."""
+    v = tl.load(x_ptrs, mask=c_ok[:, None] & (rows[k // K] & cols[k % K])[None, :], other=0.0).to(ACC)
+    return v, x_ptrs + ((stride_xh - (K - 1) * stride_xw) if k % K == K - 1 else stride_xw)
+
+
 @triton.jit(do_not_specialize=["R"])
 def reassemble_fwd_kernel(
     x_ptr, m_ptr, gate_ptr, en_ptr, out_ptr,
@@ -173,15 +182,12 @@ def reassemble_fwd_kernel(
             cg = c0 + tl.arange(0, BLOCK_C)
             c_ok = cg < C_GROUP
             c = (g * C_GROUP + cg).to(tl.int64)[:, None]
-            # one pointer tile stepped across the taps: no per-tap address stays live
             x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - R * stride_xh - R * stride_xw
             accs = ()
             for p in tl.static_range(PH):
                 accs = accs + (tl.zeros((BLOCK_C, TQ), ACC),)
             for k in tl.static_range(K2):
-                v = tl.load(x_ptrs, mask=c_ok[:, None] & (rows[k // K] & cols[k % K])[None, :], other=0.0)
-                v = v.to(ACC)
-                x_ptrs += (stride_xh - (K - 1) * stride_xw) if k % K == K - 1 else stride_xw
+                v, x_ptrs = _tap_tile(x_ptrs, c_ok, rows, cols, stride_xh, stride_xw, k, K, ACC)
                 new = ()
                 for p in tl.static_range(PH):
                     new = new + (accs[p] + ms[p * K2 + k][None, :] * v,)
@@ -266,9 +272,7 @@ def reassemble_bwd_kernel(
                     edots = edots[:p] + (edots[p] + tl.sum(dout * e, 0),) + edots[p + 1:]
             x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - R * stride_xh - R * stride_xw
             for k in tl.static_range(K2):
-                v = tl.load(x_ptrs, mask=c_ok[:, None] & (rows[k // K] & cols[k % K])[None, :], other=0.0)
-                v = v.to(ACC)
-                x_ptrs += (stride_xh - (K - 1) * stride_xw) if k % K == K - 1 else stride_xw
+                v, x_ptrs = _tap_tile(x_ptrs, c_ok, rows, cols, stride_xh, stride_xw, k, K, ACC)
                 new = ()
                 for p in tl.static_range(PH):
                     new = new + (ds[p * K2 + k] + tl.sum(douts[p] * v, 0),)
