@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from fade_triton.ops.mmcv_path import mmcv_carafe_source
+
 CASE_FIELDS = ["op", "mode", "dtype", "layout", "batch", "channels", "size", "scale", "kernel", "embed", "sweep"]
 MEASURED_FIELDS = ["provider", "status", "reason", "ms_median", "ms_p20", "ms_p80", "runs", "others_cpu", "contended",
                    "wall_ms", "gb_per_s", "peak_bytes", "rel_err_vs_torch", "grad_rel_err_vs_torch", "gflops",
@@ -45,7 +47,8 @@ def environment(device: torch.device, argv: list[str], fp32_precision: str) -> d
     return {
         "device": device_name(device), "device_type": device.type,
         "torch": torch.__version__, "triton": _version("triton"), "cuda": torch.version.cuda,
-        "mmcv": _version("mmcv"), "python": platform.python_version(), "platform": platform.platform(),
+        "mmcv": _version("mmcv"), "mmcv_carafe": mmcv_carafe_source() if device.type == "cuda" else None,
+        "python": platform.python_version(), "platform": platform.platform(),
         "threads": torch.get_num_threads(),
         "command": " ".join(["python", "-m", "bench", *argv]),
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

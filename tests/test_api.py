@@ -97,6 +97,7 @@ def test_mmcv_backend_says_what_is_missing(monkeypatch):
     from fade_triton.ops import mmcv_path
 
     monkeypatch.setitem(sys.modules, "mmcv", None)  # as if mmcv were not installed
+    monkeypatch.setitem(sys.modules, "mmcv_carafe_ext", None)  # nor its CARAFE op built alone
     with pytest.raises(RuntimeError, match="build_mmcv.sh"):
         mmcv_path.load_mmcv_carafe()
     x = torch.randn(1, 4, 3, 3)
