@@ -36,7 +36,7 @@ sanitize() {  # tool...
     # without the caching allocator every tensor is its own allocation, so memcheck sees overruns
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 3 \
       python3 -m bench.one_step --shape small 2>&1 | tee "$OUT/sanitize_$tool.log"
-    local rc=${PIPESTATUS[0]}
+    local rc=$?  # with pipefail: compute-sanitizer's status, not tee's
     echo "== compute-sanitizer --tool $tool: exit $rc" | tee -a "$OUT/sanitize_summary.txt"
     [ "$rc" = 0 ] || status=1
   done

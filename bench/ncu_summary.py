@@ -18,20 +18,21 @@ from pathlib import Path
 
 UNIT = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9,
         "nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6, "ns": 1e-3, "us": 1.0, "ms": 1e3}
-# what the table shows -> the ncu metric it reads (bytes are shown in MB = 1e6 bytes, times in µs)
+# what the table shows -> (the ncu metric it reads, the unit it is shown in: "MB" = 1e6 bytes,
+# "us" = microseconds, "" = as exported)
 METRIC = {
-    "time": "gpu__time_duration.sum",
-    "dram_read": "dram__bytes_read.sum",
-    "dram_write": "dram__bytes_write.sum",
-    "dram_pct": "dram__throughput.avg.pct_of_peak_sustained_elapsed",
-    "l1_hit": "l1tex__t_sector_hit_rate.pct",
-    "l2_hit": "lts__t_sector_hit_rate.pct",
-    "l2_to_l1_sectors": "lts__t_sectors_srcunit_tex_op_read.sum",
-    "occ_achieved": "sm__warps_active.avg.pct_of_peak_sustained_active",
-    "occ_theoretical": "sm__maximum_warps_per_active_cycle_pct",
-    "registers": "launch__registers_per_thread",
-    "local_ld": "l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum",
-    "local_st": "l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum",
+    "time": ("gpu__time_duration.sum", "us"),
+    "dram_read": ("dram__bytes_read.sum", "MB"),
+    "dram_write": ("dram__bytes_write.sum", "MB"),
+    "dram_pct": ("dram__throughput.avg.pct_of_peak_sustained_elapsed", ""),
+    "l1_hit": ("l1tex__t_sector_hit_rate.pct", ""),
+    "l2_hit": ("lts__t_sector_hit_rate.pct", ""),
+    "l2_to_l1_sectors": ("lts__t_sectors_srcunit_tex_op_read.sum", ""),
+    "occ_achieved": ("sm__warps_active.avg.pct_of_peak_sustained_active", ""),
+    "occ_theoretical": ("sm__maximum_warps_per_active_cycle_pct", ""),
+    "registers": ("launch__registers_per_thread", ""),
+    "local_ld": ("l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum", "MB"),
+    "local_st": ("l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum", "MB"),
 }
 STALL = re.compile(r"smsp__average_warps_issue_stalled_(\w+?)_per_issue_active\.ratio")
 SECTOR = 32
@@ -87,8 +88,7 @@ def summarize(rows: list[dict], predicted: list[dict] | None = None) -> str:
            "| predicted min / requested MB |",
            "|" + "---|" * 14]
     for i, row in enumerate(rows):
-        n = {key: number(row, metric, "MB" if key in ("dram_read", "dram_write", "local_ld", "local_st")
-                         else "us" if key == "time" else "") for key, metric in METRIC.items()}
+        n = {key: number(row, metric, unit) for key, (metric, unit) in METRIC.items()}
         l2_to_l1 = None if n["l2_to_l1_sectors"] is None else n["l2_to_l1_sectors"] * SECTOR / 1e6
         pred = predicted[i] if predicted and i < len(predicted) else None
         pred = "" if pred is None else f"{pred['minimum'] / 1e6:.1f} / {pred['requested'] / 1e6:.1f}"
@@ -116,10 +116,7 @@ def main(argv=None):
         from .cases import Case
         from .traffic import forward_traffic
 
-        hl = HEADLINE
-        case = Case(op="fade", batch=hl["batch"], channels=hl["channels"], size=hl["size"], dtype=args.dtype,
-                    scale=hl["scale"], kernel=hl["kernel"], embed=hl["embed"])
-        predicted = forward_traffic(case, args.layout)
+        predicted = forward_traffic(Case(op="fade", dtype=args.dtype, **HEADLINE), args.layout)
     print(f"Nsight Compute, {args.csv.name}" + (f" (prediction: bench.traffic, headline case, {args.dtype} "
                                                 f"{args.layout})" if predicted else ""))
     print()

@@ -24,35 +24,18 @@ from dataclasses import replace
 import torch
 
 import fade_triton as ft
+from fade_triton.profiling import nan_filled_empty
 
+from .aot import HEADLINE
 from .cases import Case
 from .check import compare, evaluate, output_grad
 from .providers import build, make_inputs
 
 SHAPES = {  # (batch, channels, decoder size): small for the sanitizers, headline for ncu
     "small": Case("fade", 2, 16, 8, embed=16),
-    "headline": Case("fade", 8, 256, 64),
+    "headline": Case("fade", **HEADLINE),
 }
 OPS = ("fade", "fade_lite", "carafe_g1", "carafe_g4")
-
-
-@contextlib.contextmanager
-def nan_empty(enabled: bool):
-    """``torch.empty`` / ``empty_like`` return NaN-filled float tensors while active."""
-    if not enabled:
-        yield
-        return
-    real_empty, real_empty_like = torch.empty, torch.empty_like
-
-    def nan(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    torch.empty = lambda *a, **k: nan(real_empty(*a, **k))
-    torch.empty_like = lambda *a, **k: nan(real_empty_like(*a, **k))
-    try:
-        yield
-    finally:
-        torch.empty, torch.empty_like = real_empty, real_empty_like
 
 
 def carafe_problem(case: Case, groups: int, device: torch.device):
@@ -80,7 +63,7 @@ def run_carafe(case: Case, groups: int, backend: str, device: torch.device, repe
         out.backward(grad)
         return {"out": out.detach(), "grad features": feats.grad, "grad masks": m.grad}
 
-    with nan_empty(poison):
+    with nan_filled_empty() if poison else contextlib.nullcontext():
         for _ in range(repeat):
             got = call(backend)
     return got, call("torch")
@@ -93,7 +76,7 @@ def run_module(case: Case, backend: str, device: torch.device, repeat: int, pois
         module, fn = build(b, case, device)
         torch.manual_seed(1)
         en, de = make_inputs(case, device, grad is not None)
-        with nan_empty(poison and b == backend):
+        with nan_filled_empty() if poison and b == backend else contextlib.nullcontext():
             for _ in range(repeat if b == backend else 1):
                 got = evaluate(module, fn, en, de, grad)
         results.append(got)

@@ -67,9 +67,7 @@ def main(argv=None):
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(ITEMSIZE))
     parser.add_argument("--layout", default="nchw", choices=["nchw", "channels_last"])
     args = parser.parse_args(argv)
-    hl = HEADLINE
-    case = Case(op="fade", batch=hl["batch"], channels=hl["channels"], size=hl["size"], dtype=args.dtype,
-                scale=hl["scale"], kernel=hl["kernel"], embed=hl["embed"])
+    case = Case(op="fade", dtype=args.dtype, **HEADLINE)
     rows = forward_traffic(case, args.layout)
     floor = min_bytes(case)
     print(f"FADE forward, B={case.batch} C={case.channels} {case.size}^2 -> {case.size * case.scale}^2 "

@@ -1,7 +1,8 @@
 """Peak-memory measurement for memory-profiling experiments (used by bench/, notebooks/, tests/).
 
 ``recorded_triton_launches()`` lists the Triton kernels a block launches (optionally without
-running them). ``peak_memory(fn, device)`` runs ``fn()`` once and returns the peak number of bytes allocated
+running them); ``nan_filled_empty()`` makes ``torch.empty`` / ``empty_like`` return NaN so an
+output element no kernel writes shows. ``peak_memory(fn, device)`` runs ``fn()`` once and returns the peak number of bytes allocated
 *during* the call above what was allocated before it (so the inputs do not count; the output
 does, while it is alive).
 
@@ -73,3 +74,21 @@ def recorded_triton_launches(run: bool = True) -> Iterator[list]:
     finally:
         for cls, original in originals.items():
             cls.run = original
+
+
+@contextlib.contextmanager
+def nan_filled_empty() -> Iterator[None]:
+    """Within the block, every float tensor made by ``torch.empty`` / ``torch.empty_like``
+    starts as NaN (one fill per allocation), so an output element a kernel forgets to write
+    fails any comparison. Restores both functions on exit."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def nan(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    torch.empty = lambda *a, **k: nan(real_empty(*a, **k))
+    torch.empty_like = lambda *a, **k: nan(real_empty_like(*a, **k))
+    try:
+        yield
+    finally:
+        torch.empty, torch.empty_like = real_empty, real_empty_like

@@ -14,6 +14,8 @@ if DEVICE_TYPE == "cpu":
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from fade_triton.profiling import nan_filled_empty  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _device_and_seed():
@@ -35,13 +37,8 @@ def _device_and_seed():
 
 
 @pytest.fixture
-def poisoned(monkeypatch):
+def poisoned():
     """Every float tensor made by torch.empty / torch.empty_like during the test starts as NaN,
     so an output element a kernel forgets to write fails the comparison."""
-    real_empty, real_empty_like = torch.empty, torch.empty_like
-
-    def nan(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(real_empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(real_empty_like(*a, **k)))
+    with nan_filled_empty():
+        yield

@@ -1,16 +1,10 @@
 """The tools the GPU session runs under compute-sanitizer and Nsight Compute, checked on CPU:
-``bench.one_step`` (one checked call per op) and ``bench.ncu_summary`` (ncu's raw CSV -> table),
-and mmcv's CARAFEFunction as ``fade_triton``'s ``mmcv`` backend wraps a standalone build."""
-import sys
-import types
+``bench.one_step`` (one checked call per op) and ``bench.ncu_summary`` (ncu's raw CSV -> table)."""
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
 
 import fade_triton as ft
-import reference64 as ref
 
 DATA = Path(__file__).parent / "data"
 
@@ -52,69 +46,3 @@ def test_ncu_summary_reads_values_units_and_stalls():
     fwd = [c.strip() for c in table[3].split("|")[1:-1]]
     assert fwd[11] == "0.002"  # 256 B loaded + 1.5 KB stored from local memory
     assert fwd[12] == "n/a" and fwd[13] == ""
-
-
-class FakeMMCVCarafeExt(types.ModuleType):
-    """mmcv's launcher contract (mmcv/ops/csrc/pytorch/cuda/carafe_cuda.cu), in float64: forward
-    fills ``rfeatures`` with the features in NHWC and ``output``; backward reads the features from
-    ``rfeatures`` and fills ``bottom_grad`` and ``mask_grad``."""
-
-    def __init__(self):
-        super().__init__("mmcv_carafe_ext")
-
-    @staticmethod
-    def carafe_forward(features, masks, rfeatures, routput, rmasks, output, kernel_size, group_size, scale_factor):
-        rfeatures.resize_(features.shape[0], *features.shape[2:], features.shape[1])
-        rfeatures.copy_(features.permute(0, 2, 3, 1))
-        output.copy_(ref.reassemble(features.double(), masks.double(), kernel_size, scale_factor, group_size))
-
-    @staticmethod
-    def carafe_backward(top_grad, rfeatures, masks, rtop_grad, rbottom_grad_hs, rbottom_grad, rmask_grad,
-                        bottom_grad, mask_grad, kernel_size, group_size, scale_factor):
-        with torch.enable_grad():  # autograd runs backward with gradients off
-            x = rfeatures.permute(0, 3, 1, 2).double().requires_grad_()
-            m = masks.double().requires_grad_()
-            out = ref.reassemble(x, m, kernel_size, scale_factor, group_size)
-            gx, gm = torch.autograd.grad(out, (x, m), top_grad.double())
-        bottom_grad.copy_(gx)
-        mask_grad.copy_(gm)
-
-
-def test_mmcv_function_on_a_standalone_build_matches_mmcv_vectors(monkeypatch):
-    """MMCVCARAFEFunction passes mmcv's buffers in mmcv's order and returns the gradients in the
-    inputs' order: checked on mmcv's own CARAFE vectors with a float64 stand-in for the CUDA op."""
-    from fade_triton.ops import mmcv_path
-
-    monkeypatch.setitem(sys.modules, "mmcv", None)
-    monkeypatch.setitem(sys.modules, "mmcv_carafe_ext", FakeMMCVCarafeExt())
-    carafe = mmcv_path.load_mmcv_carafe()
-    assert carafe == mmcv_path.MMCVCARAFEFunction.apply
-    assert "built alone" in mmcv_path.mmcv_carafe_source()
-
-    def load(name, shape):
-        data = np.fromfile(DATA / "mmcv_carafe" / f"carafe_{name}.bin", dtype="<f4").reshape(shape)
-        return torch.from_numpy(data)
-
-    feat = load("feat", (2, 64, 3, 3)).requires_grad_()
-    mask = load("mask", (2, 100, 6, 6)).requires_grad_()
-    out = carafe(feat, mask, 5, 4, 2)
-    torch.testing.assert_close(out, load("output", (2, 64, 6, 6)), atol=1e-4, rtol=0)
-    out.sum().backward()
-    torch.testing.assert_close(feat.grad, load("feat_grad", (2, 64, 3, 3)), atol=1e-4, rtol=0)
-    torch.testing.assert_close(mask.grad, load("mask_grad", (2, 100, 6, 6)), atol=1e-4, rtol=0)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="mmcv's CARAFE runs on CUDA only")
-def test_mmcv_backend_on_cuda_matches_mmcv_vectors():
-    """On a CUDA machine where bench/build_mmcv.sh built mmcv's CARAFE (either way)."""
-    from fade_triton.ops import mmcv_path
-
-    try:
-        mmcv_path.load_mmcv_carafe()
-    except RuntimeError as err:
-        pytest.skip(f"mmcv's CARAFE is not built on this machine: {err}")
-    feat = torch.from_numpy(np.fromfile(DATA / "mmcv_carafe" / "carafe_feat.bin", dtype="<f4").reshape(2, 64, 3, 3))
-    mask = torch.from_numpy(np.fromfile(DATA / "mmcv_carafe" / "carafe_mask.bin", dtype="<f4").reshape(2, 100, 6, 6))
-    want = torch.from_numpy(np.fromfile(DATA / "mmcv_carafe" / "carafe_output.bin", dtype="<f4").reshape(2, 64, 6, 6))
-    out = ft.carafe(feat.cuda(), mask.cuda(), 5, 4, 2, backend="mmcv")
-    torch.testing.assert_close(out.cpu(), want, atol=1e-4, rtol=0)
