@@ -1,22 +1,33 @@
-"""Benchmark cases and named presets."""
+"""Benchmark cases, the operators they run (``OPS``: the one place the benchmark and its tools
+learn how to build an op and its inputs) and the named presets."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+import torch
+
+import fade_triton as ft
+from fade_triton.ops.carafe.op import carafe_flops
+from fade_triton.ops.fade.op import fade_flops
 
 DTYPES = ("float32", "float16", "bfloat16")
 MODES = ("fwd", "fwd+bwd")
-OPS = ("fade", "fade_lite")
 LAYOUTS = ("nchw", "channels_last")
+# The headline case: what the compile report, the byte model, one_step and the GPU session measure.
+HEADLINE = dict(batch=8, channels=256, embed=64, kernel=5, scale=2, size=64)
 
 
 @dataclass(frozen=True)
 class Case:
     """One measured configuration: decoder feature (batch, channels, size, size) upsampled by
     ``scale`` against an encoder feature (batch, channels, scale*size, scale*size), both in
-    ``layout`` ("nchw": contiguous; "channels_last": torch.channels_last)."""
+    ``layout`` ("nchw": contiguous; "channels_last": torch.channels_last). For ``carafe`` the
+    decoder feature is the features and the encoder's place is taken by ``groups`` groups of
+    K*K masks."""
 
-    op: str  # "fade" | "fade_lite"
+    op: str  # a key of OPS
     batch: int
     channels: int
     size: int  # decoder H = W
@@ -27,18 +38,100 @@ class Case:
     embed: int = 64  # E; FADE-Lite has no embedding (its kernel generator is K*K wide)
     sweep: str = "resolution"  # which axis this case belongs to, for the plots
     layout: str = "nchw"
+    groups: int = 1  # carafe's mask groups
 
     def row(self) -> dict:
         return asdict(self)
 
     def label(self) -> str:
-        embed = f" E={self.embed}" if self.op == "fade" else ""
-        return (f"{self.op} {self.mode} {self.dtype} B={self.batch} C={self.channels}{embed} K={self.kernel} "
+        extra = f" E={self.embed}" if self.op == "fade" else f" G={self.groups}" if self.op == "carafe" else ""
+        return (f"{self.op} {self.mode} {self.dtype} B={self.batch} C={self.channels}{extra} K={self.kernel} "
                 f"{self.size}^2->{self.size * self.scale}^2{' channels_last' if self.layout != 'nchw' else ''}")
 
 
-def _grid(sweep, ops=OPS, modes=MODES, dtypes=("float32",), batch=(8,), channels=(256,), sizes=(64,),
-          layouts=("nchw",)):
+class CarafeCall(torch.nn.Module):
+    """``fade_triton.carafe`` as a module, so the benchmark's tools call every op alike:
+    ``forward(features, masks)``; ``backend`` as on the FADE modules."""
+
+    def __init__(self, kernel_size: int, group_size: int, scale_factor: int, backend: str = "auto"):
+        super().__init__()
+        self.kernel_size, self.group_size, self.scale_factor, self.backend = kernel_size, group_size, scale_factor, backend
+
+    def forward(self, features, masks):
+        return ft.carafe(features, masks, self.kernel_size, self.group_size, self.scale_factor, backend=self.backend)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """How the benchmark runs an op. ``build(case)``: the module holding the case's weights (its
+    ``backend`` attribute picks the implementation); ``inputs(case, gen)``: its inputs, float32 on
+    the CPU, drawn from ``gen``; ``names``: what the inputs are called in gradient checks;
+    ``low_res``: which input is the low-resolution feature (what ``bilinear`` upsamples);
+    ``flops(case)``: forward FLOPs of the function (the package's formula);
+    ``min_elements(case)``: the elements a forward must read and write at least."""
+
+    build: Callable
+    inputs: Callable
+    names: tuple
+    low_res: int
+    flops: Callable
+    min_elements: Callable
+
+
+def _fade_inputs(case, gen):
+    hi, lo = case.size * case.scale, case.size
+    return (torch.randn(case.batch, case.channels, hi, hi, generator=gen),
+            torch.randn(case.batch, case.channels, lo, lo, generator=gen))
+
+
+def _carafe_inputs(case, gen):
+    hi, k2 = case.size * case.scale, case.kernel ** 2
+    features = torch.randn(case.batch, case.channels, case.size, case.size, generator=gen)
+    masks = torch.randn(case.batch, case.groups, k2, hi, hi, generator=gen).softmax(2).flatten(1, 2)
+    return features, masks
+
+
+def _fade_flops(case):
+    hi, emb = case.size * case.scale, case.kernel ** 2 if case.op == "fade_lite" else case.embed
+    k2, c = case.kernel ** 2, case.channels
+    return fade_flops((case.batch, c, hi, hi), (case.batch, c, case.size, case.size), (emb, c, 1, 1),
+                      (k2, 1 if case.op == "fade_lite" else emb, 3, 3))
+
+
+def _fade_elements(case):  # en and de read, out written
+    return (2 * case.scale ** 2 + 1) * case.batch * case.channels * case.size ** 2
+
+
+def _carafe_flops(case):
+    hi = case.size * case.scale
+    return carafe_flops((case.batch, case.channels), (case.batch, 0, hi, hi), case.kernel)
+
+
+def _carafe_elements(case):  # features and masks read, out written
+    pixels = case.batch * case.size ** 2
+    return pixels * (case.channels * (1 + case.scale ** 2) + case.groups * case.kernel ** 2 * case.scale ** 2)
+
+
+OPS = {
+    "fade": OpSpec(lambda c: ft.FADE(c.channels, scale=c.scale, up_kernel_size=c.kernel, embedding_dim=c.embed),
+                   _fade_inputs, ("en", "de"), 1, _fade_flops, _fade_elements),
+    "fade_lite": OpSpec(lambda c: ft.FADELite(c.channels, scale=c.scale, up_kernel_size=c.kernel),
+                        _fade_inputs, ("en", "de"), 1, _fade_flops, _fade_elements),
+    "carafe": OpSpec(lambda c: CarafeCall(c.kernel, c.groups, c.scale), _carafe_inputs, ("features", "masks"), 0,
+                     _carafe_flops, _carafe_elements),
+}
+
+
+def make_inputs(case: Case, device: torch.device, requires_grad: bool, seed: int = 1) -> tuple[torch.Tensor, ...]:
+    """The op's inputs for the case (seeded), in its dtype and layout, leaves requiring grad when asked."""
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if case.layout == "channels_last" else torch.contiguous_format
+    return tuple(t.to(device, getattr(torch, case.dtype)).to(memory_format=fmt).requires_grad_(requires_grad)
+                 for t in OPS[case.op].inputs(case, gen))
+
+
+def _grid(sweep, ops=("fade", "fade_lite"), modes=MODES, dtypes=("float32",), batch=(8,), channels=(256,),
+          sizes=(64,), layouts=("nchw",)):
     return [Case(op, b, c, s, dt, m, sweep=sweep, layout=lay)
             for lay, op, m, dt, b, c, s in itertools.product(layouts, ops, modes, dtypes, batch, channels, sizes)]
 
@@ -62,6 +155,7 @@ PRESETS = {
 
 def preset(name: str) -> list[Case]:
     """The case list of a named preset (see ``PRESETS``)."""
+    h = HEADLINE
     if name == "quick":
         return (_grid("resolution", batch=(1,), channels=(32,), sizes=(16, 24, 32))
                 + _grid("resolution", ops=("fade",), batch=(1,), channels=(32,), sizes=(16, 24, 32),
@@ -69,7 +163,8 @@ def preset(name: str) -> list[Case]:
     if name == "memory-target":
         return _grid("resolution", ops=("fade",), modes=("fwd",), batch=(2,), channels=(64,))
     if name == "headline":
-        return _grid("resolution", dtypes=("float32", "bfloat16"), layouts=LAYOUTS)
+        return _grid("resolution", dtypes=("float32", "bfloat16"), batch=(h["batch"],), channels=(h["channels"],),
+                     sizes=(h["size"],), layouts=LAYOUTS)
     if name == "segformer-b1":
         return _grid("resolution", dtypes=("float32", "float16"), batch=(2,), sizes=(16, 32, 64))
     if name == "gpu":

@@ -1,12 +1,14 @@
-"""Every provider that computes FADE must agree with the ``torch`` path before it is timed:
-its output, and in ``fwd+bwd`` cases the gradients of ``en``, ``de`` and every parameter for
-the same output gradient. A provider that disagrees is recorded as ``mismatch``."""
+"""Every provider that computes the op must agree with the ``torch`` path before it is timed:
+its output, and in ``fwd+bwd`` cases the gradients of every input and parameter for the same
+output gradient. A provider that disagrees is recorded as ``mismatch``."""
 from __future__ import annotations
 
 import torch
 
-from .cases import Case
-from .providers import build, make_inputs
+from fade_triton.testing import rel_err
+
+from .cases import OPS, Case, make_inputs
+from .providers import build
 
 TOLERANCE = {"float32": 2e-3, "float16": 3e-2, "bfloat16": 3e-2}  # vs the torch path, same dtype
 
@@ -21,16 +23,17 @@ def output_grad(case: Case, device: torch.device) -> torch.Tensor:
     return grad.to(memory_format=torch.channels_last) if case.layout == "channels_last" else grad
 
 
-def evaluate(module, fn, en, de, grad=None) -> dict[str, torch.Tensor]:
-    """``{"out": ...}`` and, when ``grad`` is given, ``"grad <name>"`` for ``en``, ``de`` and
-    every parameter of ``module`` (zeros where autograd gave none). Leaves no ``.grad`` behind."""
+def evaluate(module, fn, inputs: tuple, names: tuple, grad=None) -> dict[str, torch.Tensor]:
+    """``{"out": ...}`` and, when ``grad`` is given, ``"grad <name>"`` for every input (named by
+    ``names``) and every parameter of ``module`` (zeros where autograd gave none). Leaves no
+    ``.grad`` behind."""
     if grad is None:
         with torch.no_grad():
-            return {"out": fn(en, de)}
-    leaves = {"en": en, "de": de, **dict(module.named_parameters())}
+            return {"out": fn(*inputs)}
+    leaves = {**dict(zip(names, inputs)), **dict(module.named_parameters())}
     for t in leaves.values():
         t.grad = None
-    out = fn(en, de)
+    out = fn(*inputs)
     out.backward(grad)
     got = {"out": out.detach()}
     for name, t in leaves.items():
@@ -42,16 +45,8 @@ def evaluate(module, fn, en, de, grad=None) -> dict[str, torch.Tensor]:
 def reference(case: Case, device: torch.device) -> dict[str, torch.Tensor]:
     """The ``torch`` path's output (and gradients in fwd+bwd cases) on the case's inputs."""
     module, fn = build("torch", case, device)
-    torch.manual_seed(1)
-    en, de = make_inputs(case, device, case.mode == "fwd+bwd")
-    return evaluate(module, fn, en, de, output_grad(case, device) if case.mode == "fwd+bwd" else None)
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.detach().double(), ref.detach().double()
-    if not torch.isfinite(out).all():
-        return float("inf")
-    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    inputs = make_inputs(case, device, case.mode == "fwd+bwd")
+    return evaluate(module, fn, inputs, OPS[case.op].names, output_grad(case, device) if case.mode == "fwd+bwd" else None)
 
 
 def compare(got: dict, ref: dict, dtype: str) -> dict:

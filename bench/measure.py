@@ -6,22 +6,21 @@ wall clock over back-to-back calls after one warm-up call, repeated until the p2
 is small (see ``cpu_latency``). Wall clock per call (``wall_ms``): back-to-back calls on one
 input set, no flushes, one synchronisation at the end: what a user's loop sees. On CPU it is
 the same clock as the latency (the mean of the same runs).
-Peak memory above the inputs: ``fade_triton.profiling.peak_memory``, with the C-level stderr
-of the CPU profiler captured (shown only if the measurement fails). Forward FLOPs: what
+Peak memory above the inputs: ``fade_triton.profiling.peak_memory`` (quiet: the CPU profiler's
+C-level messages are shown only if the measurement fails). Forward FLOPs: what
 ``torch.utils.flop_counter.FlopCounterMode`` counts in one forward call (``forward_flops``).
+Contention: whether other processes took CPU a timing needed (``other_processes_load``,
+``contended``).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import statistics
-import sys
-import tempfile
 import time
 
 import torch
 
-from fade_triton.profiling import peak_memory
 
 L2_BYTES = 100 * 2**20  # inputs rotated until they exceed this (H100/H200 L2 is 50 MiB)
 COPY_BYTES = {"cuda": 1 << 30, "cpu": 1 << 27}  # the copy that measures the bandwidth
@@ -34,41 +33,14 @@ CONTENTION_MARGIN = 0.25  # see other_processes_load: with every core in use, ot
 CPU_MIN_RUNS, CPU_MIN_SECONDS, CPU_MAX_SECONDS, CPU_TARGET_SPREAD = 10, 0.25, 1.0, 0.10
 
 
-@contextlib.contextmanager
-def captured_stderr():
-    """Send file descriptor 2 (C/C++ code writes there too) to a temporary file for the block;
-    replay what was written to the real stderr only if the block raises."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            tmp.seek(0)
-            sys.stderr.write(tmp.read().decode(errors="replace"))
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def quiet_peak_memory(call, device: torch.device) -> int:
-    """``peak_memory`` without the profiler's ``profiler_start``/``profiler_stop`` lines."""
-    with captured_stderr():
-        return peak_memory(call, device)
-
-
-def forward_flops(fn, en, de) -> int:
-    """FLOPs of one ``fn(en, de)`` under ``no_grad`` as ``FlopCounterMode`` counts them:
+def forward_flops(fn, inputs) -> int:
+    """FLOPs of one ``fn(*inputs)`` under ``no_grad`` as ``FlopCounterMode`` counts them:
     convolutions and matrix products, fade_triton's operators by their formulas
     (``fade_triton.flops``); no elementwise work (bilinear interpolation counts 0)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fn(en, de)
+        fn(*inputs)
     return counter.get_total_flops()
 
 
@@ -79,15 +51,15 @@ def timed_call(fn, input_sets, grad=None, params=()):
     state = {"i": 0}
 
     def call():
-        en, de = input_sets[state["i"] % len(input_sets)]
+        inputs = input_sets[state["i"] % len(input_sets)]
         state["i"] += 1
         if grad is None:
             with torch.no_grad():
-                return fn(en, de)
-        for t in (en, de, *params):
+                return fn(*inputs)
+        for t in (*inputs, *params):
             t.grad = None
         with torch.enable_grad():
-            out = fn(en, de)
+            out = fn(*inputs)
             out.backward(grad)
         return out
 
@@ -96,6 +68,15 @@ def timed_call(fn, input_sets, grad=None, params=()):
 
 def n_input_sets(bytes_per_set: int, device: torch.device) -> int:
     return 1 if device.type == "cpu" else max(1, min(8, -(-L2_BYTES // max(bytes_per_set, 1))))
+
+
+def contended(row: dict) -> bool:
+    """Timed while other processes took CPU this one needed (``other_processes_load``)."""
+    return bool(row.get("contended"))
+
+
+def threads_note(threads: int) -> str:
+    return f"{threads} torch thread{'s' if threads != 1 else ''}"
 
 
 def _busy_cpu_seconds() -> float | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, and notebooks display these as they are
 from matplotlib.lines import Line2D
 
+from .measure import contended, threads_note
 from .providers import BASELINES, DISPLAY, OURS
 
 COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_compiled": "#9467bd",
@@ -17,15 +18,6 @@ COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_co
 LAYOUT_STYLE = {"nchw": "-", "channels_last": "--"}
 AXIS = {"size": "decoder \u2192 output resolution", "channels": "channels C", "batch": "batch B"}
 SPREAD_LIMIT = 1.5  # a speed-up whose p20-p80 range spans more than this factor is not supported
-
-
-def contended(row: dict) -> bool:
-    """Timed while other processes took CPU this one needed (``measure.other_processes_load``)."""
-    return bool(row.get("contended"))
-
-
-def threads_note(threads: int) -> str:
-    return f"{threads} torch thread{'s' if threads != 1 else ''}"
 
 
 def _tick(key, value, scale):

@@ -1,18 +1,18 @@
 """The providers the benchmark compares (SPEC.md, "The paths the benchmark compares").
 
-Each provider builds, for a case, a callable ``fn(en, de) -> out``. Providers that compute
-FADE are checked against the ``torch`` path before they are timed; ``bilinear`` is a
-different, cheaper function (the floor of any upsampler's cost) and is not checked.
+Each provider builds, for a case, a module holding the case's weights and a callable
+``fn(*inputs) -> out``. Providers that compute the op are checked against the ``torch`` path
+before they are timed; ``bilinear`` is a different, cheaper function (the floor of any
+upsampler's cost) and is not checked.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-import fade_triton as ft
 from fade_triton.backend import triton_supports
 
-from .cases import Case
+from .cases import OPS, Case, make_inputs  # noqa: F401  (make_inputs: the providers' inputs)
 
 PROVIDERS = ("triton", "torch", "naive", "naive_compiled", "mmcv", "bilinear")
 CHECKED = ("triton", "naive", "naive_compiled", "mmcv")  # compared with "torch" before timing
@@ -55,12 +55,10 @@ def skip_reason(provider: str, case: Case, device: torch.device) -> str | None:
 
 
 def build(provider: str, case: Case, device: torch.device) -> tuple[torch.nn.Module, object]:
-    """Return ``(module, fn)``: the FADE module holding the case's weights and ``fn(en, de)``."""
-    dtype = getattr(torch, case.dtype)
-    cls = ft.FADELite if case.op == "fade_lite" else ft.FADE
-    kwargs = {} if case.op == "fade_lite" else {"embedding_dim": case.embed}
+    """Return ``(module, fn)``: the op's module holding the case's weights and ``fn(*inputs)``."""
+    spec = OPS[case.op]
     torch.manual_seed(0)  # the same weights for every provider
-    module = cls(case.channels, scale=case.scale, up_kernel_size=case.kernel, **kwargs).to(device, dtype)
+    module = spec.build(case).to(device, getattr(torch, case.dtype))
     if case.layout == "channels_last":
         module = module.to(memory_format=torch.channels_last)
     with torch.no_grad():  # non-zero biases, so nothing is checked on a degenerate function
@@ -68,18 +66,9 @@ def build(provider: str, case: Case, device: torch.device) -> tuple[torch.nn.Mod
             if p.dim() == 1:
                 p.normal_(0, 0.1)
     if provider == "bilinear":
-        return module, lambda en, de: F.interpolate(de, scale_factor=case.scale, mode="bilinear", align_corners=False)
+        return module, lambda *inputs: F.interpolate(inputs[spec.low_res], scale_factor=case.scale, mode="bilinear",
+                                                     align_corners=False)
     module.backend = "naive" if provider == "naive_compiled" else provider
     if provider == "naive_compiled":
         return module, torch.compile(module)
     return module, module
-
-
-def make_inputs(case: Case, device: torch.device, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(en, de)`` of the case, in its layout, leaves requiring grad when asked."""
-    dtype = getattr(torch, case.dtype)
-    fmt = torch.channels_last if case.layout == "channels_last" else torch.contiguous_format
-    hi = case.size * case.scale
-    en = torch.randn(case.batch, case.channels, hi, hi, device=device, dtype=dtype).to(memory_format=fmt)
-    de = torch.randn(case.batch, case.channels, case.size, case.size, device=device, dtype=dtype).to(memory_format=fmt)
-    return en.requires_grad_(requires_grad), de.requires_grad_(requires_grad)

@@ -21,11 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from fade_triton import backend
+from fade_triton.profiling import peak_memory
 
 from . import check, measure, roofline
-from .cases import PRESETS, preset
-from .plots import contended, plot_all
-from .providers import ABOUT, CHECKED, DISPLAY, PROVIDERS, build, make_inputs, skip_reason
+from .cases import OPS, PRESETS, make_inputs, preset
+from .measure import contended
+from .plots import plot_all
+from .providers import ABOUT, CHECKED, DISPLAY, PROVIDERS, build, skip_reason
 from .runfiles import device_name, environment, write_run
 from .summary import print_summary
 
@@ -57,37 +59,38 @@ def measure_one(provider, case, device, reference) -> dict:
     """One provider on one case: check, peak memory, latency. Returns the row's measured fields."""
     backward = case.mode == "fwd+bwd"
     module, fn = build(provider, case, device)
-    torch.manual_seed(1)
-    en, de = make_inputs(case, device, backward)
+    inputs = make_inputs(case, device, backward)
     grad = check.output_grad(case, device) if backward else None
     row = {}
     if provider in CHECKED:
-        row = check.compare(check.evaluate(module, fn, en, de, grad), reference, case.dtype)
+        row = check.compare(check.evaluate(module, fn, inputs, OPS[case.op].names, grad), reference, case.dtype)
         if row.get("status") == "mismatch":
             return row
     params = list(module.parameters())
     # naive_compiled is counted on its eager module (the same function; no compiler under the counter)
-    row["gflops"] = measure.forward_flops(module if provider == "naive_compiled" else fn, en, de) / 1e9
+    row["gflops"] = measure.forward_flops(module if provider == "naive_compiled" else fn, inputs) / 1e9
     row["params"] = 0 if provider == "bilinear" else sum(p.numel() for p in params)
-    call = measure.timed_call(fn, [(en, de)], grad, params)
+    call = measure.timed_call(fn, [inputs], grad, params)
     call()  # warm-up: compilation and caches stay out of the memory figure
-    for t in (en, de, *params):
+    for t in (*inputs, *params):
         t.grad = None
-    row["peak_bytes"] = measure.quiet_peak_memory(call, device)
-    sets = [(en, de)] + [make_inputs(case, device, backward)
-                         for _ in range(measure.n_input_sets(en.nbytes + de.nbytes, device) - 1)]
+    row["peak_bytes"] = peak_memory(call, device)
+    sets = [inputs] + [make_inputs(case, device, backward, seed=2 + i)
+                       for i in range(measure.n_input_sets(sum(t.nbytes for t in inputs), device) - 1)]
     row.update(measure.latency(measure.timed_call(fn, sets, grad, params), device, back_to_back=call))
     return {**row, "status": "ok"}
 
 
-def attach_compile_report(out_dir: Path) -> Path | None:
-    """Hook for compile report figures beside the timings: if ``bench/aot.py`` exists and
-    defines ``summary_for_results()`` returning the path of a CSV (per-kernel registers,
-    spills, occupancy) or None, copy that CSV to ``out_dir/compile_report.csv``."""
+def attach_compile_report(out_dir: Path, device: torch.device) -> Path | None:
+    """The compile report beside GPU timings: on a CUDA device, copy the newest committed compile
+    report (``bench.tools.aot.summary_for_results()``: per-kernel registers, spills, occupancy)
+    to ``out_dir/compile_report.csv``. A CPU run times no kernel, so it gets none."""
+    if device.type != "cuda":
+        return None
     try:
-        aot = importlib.import_module("bench.aot")
+        aot = importlib.import_module("bench.tools.aot")
     except ModuleNotFoundError as err:
-        if err.name != "bench.aot":
+        if err.name != "bench.tools.aot":
             raise
         return None
     summary = getattr(aot, "summary_for_results", None)
@@ -150,7 +153,7 @@ def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[
     rows = [with_floor_ratios(row) for row in rows]
     write_run(out_dir, rows, env)
     written = plot_all(rows, env, out_dir) if plots else []
-    report = attach_compile_report(out_dir)
+    report = attach_compile_report(out_dir, device)
     print_summary(rows, env, skipped, out_dir, written + ([report] if report else []))
     return rows
 

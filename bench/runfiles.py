@@ -14,13 +14,14 @@ import torch
 
 from fade_triton.ops.mmcv_path import mmcv_carafe_source
 
-CASE_FIELDS = ["op", "mode", "dtype", "layout", "batch", "channels", "size", "scale", "kernel", "embed", "sweep"]
+CASE_FIELDS = ["op", "mode", "dtype", "layout", "batch", "channels", "size", "scale", "kernel", "embed", "groups",
+               "sweep"]
 MEASURED_FIELDS = ["provider", "status", "reason", "ms_median", "ms_p20", "ms_p80", "runs", "others_cpu", "contended",
                    "wall_ms", "gb_per_s", "peak_bytes", "rel_err_vs_torch", "grad_rel_err_vs_torch", "gflops",
                    "params", "min_bytes", "flops", "floor_ms", "floor_bound", "x_floor"]
 ENV_FIELDS = ["fp32_precision", "device", "torch", "triton"]  # repeated on every row: each row stands alone
 FIELDS = CASE_FIELDS + MEASURED_FIELDS + ENV_FIELDS
-INTS = {"batch", "channels", "size", "scale", "kernel", "embed", "runs", "contended", "peak_bytes", "params",
+INTS = {"batch", "channels", "size", "scale", "kernel", "embed", "groups", "runs", "contended", "peak_bytes", "params",
         "min_bytes", "flops"}
 FLOATS = {"ms_median", "ms_p20", "ms_p80", "others_cpu", "wall_ms", "gb_per_s", "rel_err_vs_torch",
           "grad_rel_err_vs_torch", "gflops", "floor_ms", "x_floor"}
@@ -73,7 +74,7 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
     rows = []
     with open(Path(run_dir) / "results.csv", newline="") as f:
         for raw in csv.DictReader(f):
-            row = {"layout": "nchw"}  # runs from before the layout column were all NCHW
+            row = {"layout": "nchw", "groups": 1}  # runs from before these columns: NCHW, one group
             for key, value in raw.items():
                 if value not in ("", None):
                     row[key] = int(value) if key in INTS else float(value) if key in FLOATS else value

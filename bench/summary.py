@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from .cases import Case
-from .plots import threads_note
+from .measure import threads_note
 from .providers import DISPLAY
 
 HEADER = (f"  {'provider':22s} {'ms':>9s} {'p20-p80 ms':>17s} {'others':>6s} {'wall ms':>9s} {'GB/s':>7s} "
@@ -34,7 +34,7 @@ def column_notes(env: dict) -> list[tuple[str, str]]:
                     f"float32 at {env['fp32_precision'].upper()}); 1 = at the floor. GB/s and x floor are left out "
                     "for bilinear: it is not FADE"),
         ("GFLOP", "forward GFLOP of one call (in fwd+bwd cases too) as torch.utils.flop_counter counts them: "
-                  "convolutions and the reassembly (fade_triton/flops.py for fade_triton's operators), no "
+                  "convolutions and the reassembly (the FLOP formulas of fade_triton's operators), no "
                   "elementwise work; mmcv's compiled CARAFE is invisible to it (its reassembly counts 0), bilinear "
                   "counts 0"),
         ("params", "parameters of the provider's module (0 for bilinear, which has none)"),

@@ -1,4 +1,5 @@
-"""The one place that decides which implementation runs.
+"""The one place that decides which implementation runs: the backend names, how a user's choice
+resolves on a device, and ``IMPLEMENTATIONS``, the table from (backend, op) to the function.
 
 Backends (all compute the function in SPEC.md):
 
@@ -11,21 +12,41 @@ Backends (all compute the function in SPEC.md):
 
 Whatever the choice, two cases resolve by themselves. While an exporter records the model
 (``torch.onnx.export``, either exporter, or ``torch.jit.trace``) every backend resolves to
-``"export"``: a formulation in standard operators (``reference.fade_export``), so the
+``"export"``: a formulation in standard operators (``ops/fade/naive.py``), so the
 exported graph needs nothing from fade_triton (``torch.export.export`` itself keeps the
 ``fade_triton::`` operators). On meta tensors, where nothing is computed, every backend but
 ``"naive"`` resolves to ``"torch"``: the same output shape, dtype and layout as the Triton path.
 
-Nothing here runs at import time: the environment is read when a backend is resolved.
+Nothing here runs at import time: the environment is read when a backend is resolved, and an
+implementation's module is imported at its first use.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import sys
 
 import torch
 
 BACKENDS = ("auto", "triton", "torch", "naive", "mmcv")
+
+# (backend, op) -> "module:function". Every implementation of an op takes the same arguments:
+#   fade:   (en, de, weights, scale, depthwise, cache)   weights: the seven, in fade()'s order
+#   carafe: (features, masks, kernel_size, group_size, scale_factor)
+# "export" is what every backend resolves to while an exporter records (standard operators).
+IMPLEMENTATIONS = {
+    ("triton", "fade"): "fade_triton.ops.fade.op:fade_triton_path",
+    ("torch", "fade"): "fade_triton.ops.fade.op:fade_torch_path",
+    ("naive", "fade"): "fade_triton.ops.fade.naive:fade_naive_path",
+    ("mmcv", "fade"): "fade_triton.ops.mmcv_path:fade_mmcv_path",
+    ("export", "fade"): "fade_triton.ops.fade.naive:fade_export_path",
+    ("triton", "carafe"): "fade_triton.ops.carafe.op:carafe_triton_path",
+    ("torch", "carafe"): "fade_triton.ops.carafe.op:carafe_torch_path",
+    ("naive", "carafe"): "fade_triton.ops.carafe.naive:carafe_naive",
+    ("mmcv", "carafe"): "fade_triton.ops.mmcv_path:carafe_mmcv",
+    ("export", "carafe"): "fade_triton.ops.carafe.naive:carafe_export",
+}
 
 
 def interpreter_enabled() -> bool:
@@ -41,9 +62,14 @@ def triton_installed() -> bool:
 
 def triton_supports(device: torch.device) -> bool:
     """Whether the Triton kernels can run on tensors of ``device``: CUDA, or CPU under Triton's
-    interpreter outside torch.compile / torch.export (interpreted kernels cannot be compiled)."""
+    interpreter outside torch.compile / torch.export (interpreted kernels cannot be compiled), or
+    any device while ``fade_triton.testing.simulated_gpu`` records launches for a GPU."""
     if not triton_installed():
         return False
+    from .ops import helpers
+
+    if helpers.SIMULATED_TARGET is not None:
+        return True
     if device.type == "cuda":
         return True
     return device.type == "cpu" and interpreter_enabled() and not torch.compiler.is_compiling()
@@ -99,3 +125,12 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             "interpreter (slow; meant for testing)"
         )
     return backend
+
+
+def implementation(op: str, backend: str, device: torch.device):
+    """The function that runs ``op`` ("fade" or "carafe") for the user's ``backend`` on ``device``
+    (``resolve_backend``, then ``IMPLEMENTATIONS``)."""
+    module, _, name = IMPLEMENTATIONS[(resolve_backend(backend, device), op)].partition(":")
+    if module not in sys.modules:  # fade_triton.ops imports them all: this is for a caller that did not
+        importlib.import_module(module)
+    return getattr(sys.modules[module], name)  # (a lookup torch.compile traces without a graph break)

@@ -168,10 +168,3 @@ def is_depthwise(en_weight: torch.Tensor, kernel_weight: torch.Tensor) -> bool:
     (while ``torch.jit.trace`` records, sizes and their comparisons are tensors)."""
     k2 = kernel_weight.shape[0]
     return bool(kernel_weight.shape[1] == 1 and en_weight.shape[0] == k2 and k2 > 1)
-
-
-def suggest_memory_format(t: torch.Tensor) -> torch.memory_format:
-    """channels_last for a channels_last tensor, else contiguous (as torch's convolutions do)."""
-    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format

@@ -1,27 +1,18 @@
 """Functional API: the whole FADE forward given its weights, and a standalone CARAFE.
 
-Every call validates its arguments (``fade_triton.checks``), resolves the backend in one
-place (``fade_triton.backend.resolve_backend``) and dispatches to one implementation: the
-``triton`` and ``torch`` backends run the operators ``fade_triton::fade`` /
-``fade_triton::carafe`` (Triton kernels, or the pure-PyTorch implementation), ``naive`` and
-``mmcv`` are plain compositions of PyTorch (and mmcv) calls. While an exporter records
-(``torch.onnx.export``, ``torch.jit.trace``) every backend runs ``reference.fade_export`` /
-``reference.carafe_export`` instead: standard operators only, so the exported graph needs
-nothing from fade_triton.
+Every call validates its arguments (``fade_triton.checks``), then runs the implementation that
+``fade_triton.backend.implementation`` picks for the backend on the inputs' device (one table,
+``backend.IMPLEMENTATIONS``).
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
 
 import torch
 
-from . import reference
-from .backend import resolve_backend
-from .checks import autocast_enabled, check_carafe_args, check_fade_args
-
-WeightPacker = Callable[[tuple, torch.dtype], object]
+from .backend import implementation
+from .checks import check_carafe_args, check_fade_args
 
 
 def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias,
@@ -44,83 +35,17 @@ def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_w
     Returns:
         (B, C, OH, OW) (en's spatial size) in the inputs' dtype, laid out like ``en``.
     """
-    return fade_with_packer(en, de, (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight,
-                                     kernel_bias), scale, backend, pack_weights)
+    weights = (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)
+    return fade_with_cache(en, de, weights, scale, backend, cache=None)
 
 
-def define_operators() -> None:
-    """Define the ``fade_triton::`` operators and register their FLOP formulas (this imports the
-    Triton kernels where triton is installed). The first call that needs them does it; the
-    modules do it when they are built, because ``FlopCounterMode`` copies the formulas it knows
-    when it is created: one created after the model is built counts FADE on every backend."""
-    from .ops import carafe, fade  # noqa: F401
-
-
-def pack_weights(weights: tuple, dtype: torch.dtype):
-    """The Triton kernels' prepared weights (uncached: the modules cache them per weight version)."""
-    from .ops.packing import pack_semi_shift_weights
-
-    return pack_semi_shift_weights(*weights, dtype=dtype)
-
-
-def fade_with_packer(en, de, weights: tuple, scale, backend: str, pack: WeightPacker) -> torch.Tensor:
-    """``fade`` with the Triton weight preparation supplied by the caller (the modules pass a
-    cached one)."""
+def fade_with_cache(en, de, weights: tuple, scale, backend: str, cache) -> torch.Tensor:
+    """``fade`` with a ``FoldedWeightCache`` for the Triton path's folded weights (the modules
+    pass their own; the other implementations ignore it)."""
     with tracer_warnings_off():
         _, scale, depthwise = check_fade_args(en, de, *weights, scale)
-        name = resolve_backend(backend, en.device)
-    if name == "export":
-        return reference.fade_export(en, de, *weights, scale, depthwise)
-    if name == "naive":
-        return reference.fade_naive(en, de, *weights, scale)
-    if name == "mmcv":
-        from .ops.mmcv_path import fade_mmcv
-
-        return fade_mmcv(en, de, *weights, scale)
-    from .ops.fade import fade as fade_op
-
-    en, de, *weights = autocast_inputs(en, de, *weights)
-    use_triton = name == "triton"
-    packed = pack(tuple(weights), en.dtype) if use_triton else None
-    with autocast_off(en.device.type):
-        return fade_op(en, de, *weights, scale, packed, use_triton)
-
-
-@contextlib.contextmanager
-def tracer_warnings_off():
-    """While ``torch.jit.trace`` records (the TorchScript-based ONNX exporter does too), the
-    argument checks' shape comparisons and the FADE-Lite test on the weights' shapes become
-    Python constants, and the tracer warns that the trace may not generalise. It does: the
-    checks only validate the example inputs (the graph does not repeat them) and weight shapes
-    are fixed. Only the checks and the backend choice run in this block: a warning from the
-    computation itself still shows (tests/test_deploy.py makes them errors)."""
-    if torch.jit.is_tracing():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            yield
-    else:
-        yield
-
-
-def autocast_inputs(*tensors):
-    """Under autocast, float32 tensors in the autocast dtype (as a convolution would cast
-    them); the operators then run with autocast off. Otherwise the tensors as they are."""
-    device_type = tensors[0].device.type
-    if not autocast_enabled(device_type):
-        return tensors
-    dtype = torch.get_autocast_dtype(device_type)
-    cast = tuple(t.to(dtype) if t.dtype == torch.float32 else t for t in tensors)
-    if len({t.dtype for t in cast}) > 1:
-        raise TypeError(f"under autocast, en, de and the weights must be float32 or {dtype}, "
-                        f"got {sorted({str(t.dtype) for t in tensors})}")
-    return cast
-
-
-def autocast_off(device_type: str):
-    """Autocast switched off for the operator call (a no-op where autocast is not on)."""
-    if autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
+        run = implementation("fade", backend, en.device)
+    return run(en, de, weights, scale, depthwise, cache)
 
 
 def carafe(features, masks, kernel_size: int, group_size: int = 1, scale_factor: int = 2,
@@ -142,18 +67,21 @@ def carafe(features, masks, kernel_size: int, group_size: int = 1, scale_factor:
     with tracer_warnings_off():
         kernel_size, group_size, scale_factor = check_carafe_args(features, masks, kernel_size, group_size,
                                                                   scale_factor)
-        name = resolve_backend(backend, features.device)
-    args = (features, masks, kernel_size, group_size, scale_factor)
-    if name == "export":
-        return reference.carafe_export(*args)
-    if name == "mmcv":
-        from .ops.mmcv_path import carafe_mmcv
+        run = implementation("carafe", backend, features.device)
+    return run(features, masks, kernel_size, group_size, scale_factor)
 
-        return carafe_mmcv(*args)
-    if name == "naive":
-        return reference.carafe_naive(*args)
-    from .ops.carafe import carafe as carafe_op
 
-    features, masks = autocast_inputs(features, masks)
-    with autocast_off(features.device.type):
-        return carafe_op(features, masks, kernel_size, group_size, scale_factor, name == "triton")
+@contextlib.contextmanager
+def tracer_warnings_off():
+    """While ``torch.jit.trace`` records (the TorchScript-based ONNX exporter does too), the
+    argument checks' shape comparisons and the FADE-Lite test on the weights' shapes become
+    Python constants, and the tracer warns that the trace may not generalise. It does: the
+    checks only validate the example inputs (the graph does not repeat them) and weight shapes
+    are fixed. Only the checks and the backend choice run in this block: a warning from the
+    computation itself still shows (tests/test_deploy.py makes them errors)."""
+    if torch.jit.is_tracing():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            yield
+    else:
+        yield

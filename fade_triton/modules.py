@@ -12,7 +12,8 @@ from torch import nn
 from .backend import BACKENDS, resolve_backend
 from .checkpoint import convert_eccv_state_dict
 from .checks import check_kernel_size, check_positive_int, check_scale
-from .functional import define_operators, fade_with_packer, pack_weights, tracer_warnings_off
+from .functional import fade_with_cache, tracer_warnings_off
+from .ops.fade.fold import FoldedWeightCache
 
 
 class GateGenerator(nn.Module):
@@ -73,12 +74,11 @@ class FADE(nn.Module):
         self.scale = scale
         self.up_kernel_size = up_kernel_size
         self.backend = backend
-        self._packed = None  # (key, pinned storages, PackedWeights): see _cached_pack
+        self._folded = FoldedWeightCache()  # the Triton path's folded weights, per weight version
         self.gate_generator = GateGenerator(in_channels_en)
         self.ker_generator = SemiShift(in_channels_en, embedding_dim, up_kernel_size, self._depthwise)
         self.reset_parameters()
         self._register_load_state_dict_pre_hook(self._rename_eccv_keys)
-        define_operators()  # FLOP formulas registered before any FlopCounterMode a user creates next
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weights, zero biases (as the official code)."""
@@ -101,8 +101,7 @@ class FADE(nn.Module):
                 if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
                     raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
                                      f"got {name} of shape {tuple(t.shape)}")
-        params = self.weights()
-        return fade_with_packer(en, de, params, self.scale, self.backend, lambda _, dtype: self._cached_pack(params, dtype))
+        return fade_with_cache(en, de, self.weights(), self.scale, self.backend, self._folded)
 
     def weights(self) -> tuple:
         """The seven weights in ``fade_triton.fade``'s order."""
@@ -110,23 +109,6 @@ class FADE(nn.Module):
         return (self.gate_generator.conv.weight, self.gate_generator.conv.bias, gen.compressor_en.weight,
                 gen.compressor_en.bias, gen.compressor_de.weight, gen.content_encoder.weight,
                 gen.content_encoder.bias)
-
-    def _cached_pack(self, params: tuple, dtype: torch.dtype):
-        """The Triton kernels' folded weights, prepared once per weight version from the module's
-        own parameters ``params`` (not autocast copies of them): the key holds each parameter's
-        storage and version counter (bumped by optimizer steps, ``load_state_dict`` and any
-        in-place change) and the compute dtype; the cache pins the storages it was made from, so
-        their memory cannot be reused under the same address. Under torch.compile / export the
-        preparation is traced instead (a few small ops in the graph)."""
-        if torch.compiler.is_compiling():
-            return pack_weights(params, dtype)
-        try:
-            key = (dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in params))
-        except RuntimeError:  # inference tensors have no version counter: no caching
-            return pack_weights(params, dtype)
-        if self._packed is None or self._packed[0] != key:
-            self._packed = (key, [w.detach() for w in params], pack_weights(params, dtype))
-        return self._packed[2]
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` calls this first (on every submodule of what it scripts): FADE's
@@ -138,7 +120,7 @@ class FADE(nn.Module):
             "torch.onnx.export for ONNX")
 
     def __getstate__(self):  # the cache is derived state: not pickled or deep-copied
-        return {**super().__getstate__(), "_packed": None}
+        return {**super().__getstate__(), "_folded": FoldedWeightCache()}
 
     def extra_repr(self) -> str:
         device = self.gate_generator.conv.weight.device

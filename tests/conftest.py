@@ -14,7 +14,7 @@ if DEVICE_TYPE == "cpu":
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from fade_triton.profiling import nan_filled_empty  # noqa: E402
+from fade_triton.testing import nan_filled_empty  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import torch
 from bench import measure, plots, roofline, run
 from bench.cases import PRESETS, Case
 from fade_triton import backend
+from fade_triton.profiling import captured_stderr
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +29,8 @@ def test_timed_fwd_bwd_calls_do_not_accumulate_gradients(tmp_path, monkeypatch):
         built[provider] = real_build(provider, case, device)
         return built[provider]
 
-    def spy_make_inputs(case, device, requires_grad):
-        timed_inputs.append(real_make_inputs(case, device, requires_grad))
+    def spy_make_inputs(case, device, requires_grad, seed=1):
+        timed_inputs.append(real_make_inputs(case, device, requires_grad, seed))
         return timed_inputs[-1]
 
     def three_calls(call, device, back_to_back=None):
@@ -98,11 +99,11 @@ def test_cuda_matmul_precision_is_set_for_the_block_and_restored():
 
 
 def test_c_level_stderr_is_hidden_unless_the_block_fails(capfd):
-    with measure.captured_stderr():
+    with captured_stderr():
         os.write(2, b"profiler_start\n")
     assert "profiler_start" not in capfd.readouterr().err
     with pytest.raises(RuntimeError, match="measuring failed"):
-        with measure.captured_stderr():
+        with captured_stderr():
             os.write(2, b"what the C code said\n")
             raise RuntimeError("measuring failed")
     assert "what the C code said" in capfd.readouterr().err
@@ -136,17 +137,20 @@ def test_other_processes_load_is_measured(monkeypatch, threads, contended):
     assert load["others_cpu"] == pytest.approx(0.5, rel=0.1) and load["contended"] == contended
 
 
-def test_compile_report_is_attached_when_bench_aot_provides_one(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "bench.aot", None)  # no bench/aot.py: nothing attached
-    assert run.attach_compile_report(tmp_path) is None
+def test_compile_report_is_attached_to_gpu_runs_only(tmp_path, monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setitem(sys.modules, "bench.tools.aot", None)  # no bench/tools/aot.py: nothing attached
+    assert run.attach_compile_report(tmp_path, cuda) is None
     report = tmp_path / "kernels.csv"
     report.write_text("kernel,registers,spills,occupancy\nreassemble_fwd,96,0,0.5\n")
-    fake = types.ModuleType("bench.aot")
+    fake = types.ModuleType("bench.tools.aot")
     fake.summary_for_results = lambda: report
-    monkeypatch.setitem(sys.modules, "bench.aot", fake)
+    monkeypatch.setitem(sys.modules, "bench.tools.aot", fake)
     out = tmp_path / "run"
     out.mkdir()
-    assert run.attach_compile_report(out) == out / "compile_report.csv"
+    assert run.attach_compile_report(out, cpu) is None  # a CPU run times no kernel
+    assert not (out / "compile_report.csv").exists()
+    assert run.attach_compile_report(out, cuda) == out / "compile_report.csv"
     assert (out / "compile_report.csv").read_text() == report.read_text()
 
 
@@ -171,10 +175,10 @@ def test_default_output_goes_where_git_ignores_it():
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_traffic_table_counts_every_tensor_and_requests_at_least_the_minimum(dtype, layout):
-    """``python -m bench.traffic``: the minimum of each forward kernel, written out here from
+    """``python -m bench.tools.traffic``: the minimum of each forward kernel, written out here from
     what it reads and writes, never above what its loads request; the kernels' sum of minima
     is at least the op's roofline floor (it cannot move less than the op must)."""
-    from bench.traffic import forward_traffic
+    from bench.tools.traffic import forward_traffic
 
     case = Case(op="fade", batch=8, channels=256, size=64, dtype=dtype, scale=2, kernel=5, embed=64)
     e = 2 if dtype == "bfloat16" else 4

@@ -71,6 +71,7 @@ def test_torch_export_with_dynamic_shapes(kind, backend):
     torch.testing.assert_close(out, model(*other), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_torch_export_encoder_smaller_than_scale_times_decoder():
     """A backbone's en of 2h - 1 rows (65 -> 129): a derived dimension (h >= 3: torch.export
     specialises sizes 0 and 1, and the odd rows' phase has h - 1)."""
@@ -124,6 +125,7 @@ def check_onnx_file(path, kind, opset, names, other, reference):
     assert_close_rel(out, reference(*other), FLOAT32_TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,backend", [("fade", "torch"), ("lite", "naive"), ("carafe", "triton")])
 def test_onnx_dynamo_exporter(kind, backend, tmp_path):
     """torch.onnx.export(dynamo=True): every backend records the export formulation (on CPU
@@ -292,6 +294,7 @@ def distributed_worker(rank, world, init_method, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_and_fsdp2_on_two_gloo_processes_match_one_process(tmp_path):
     """Each of 2 processes takes half the batch: the first step's gradients and the parameters
     after a few SGD steps equal those of one process on the whole batch, on both ranks."""

@@ -1,5 +1,5 @@
 """The tools the GPU session runs under compute-sanitizer and Nsight Compute, checked on CPU:
-``bench.one_step`` (one checked call per op) and ``bench.ncu_summary`` (ncu's raw CSV -> table)."""
+``bench.tools.one_step`` (one checked call per op) and ``bench.tools.ncu_summary`` (ncu's raw CSV -> table)."""
 from pathlib import Path
 
 import torch
@@ -10,15 +10,16 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_one_step_passes_when_the_op_is_right(capsys):
-    from bench import one_step
+    from bench.tools import one_step
 
-    assert one_step.main(["--ops", "carafe_g4", "fade_lite", "--mode", "fwd"]) == 0
+    assert one_step.main(["--ops", "carafe", "fade_lite", "--groups", "4", "--mode", "fwd"]) == 0
     assert capsys.readouterr().out.count(": ok;") == 2
 
 
 def test_one_step_fails_on_an_element_no_kernel_wrote(monkeypatch, capsys):
     """The op returns an output it never wrote: poisoned to NaN, the check must fail."""
-    from bench import one_step
+    from bench import cases
+    from bench.tools import one_step
 
     real = ft.carafe
 
@@ -26,13 +27,13 @@ def test_one_step_fails_on_an_element_no_kernel_wrote(monkeypatch, capsys):
         out = real(x, masks, k, g, s, backend=backend)
         return torch.empty_like(out) if backend == "triton" else out
 
-    monkeypatch.setattr(one_step.ft, "carafe", unwritten)
-    assert one_step.main(["--ops", "carafe_g1", "--mode", "fwd"]) == 1
+    monkeypatch.setattr(cases.ft, "carafe", unwritten)
+    assert one_step.main(["--ops", "carafe", "--groups", "1", "--mode", "fwd"]) == 1
     assert "mismatch" in capsys.readouterr().out
 
 
 def test_ncu_summary_reads_values_units_and_stalls():
-    from bench.ncu_summary import read_raw_csv, summarize
+    from bench.tools.ncu_summary import read_raw_csv, summarize
 
     rows = read_raw_csv(DATA / "ncu" / "raw_export.csv")
     assert [r["Kernel Name"][0] for r in rows] == ["conv3x3_kernel", "reassemble_fwd_kernel"]

@@ -7,7 +7,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import fade_triton as ft
-from fade_triton.profiling import recorded_triton_launches
+from fade_triton.testing import recorded_launches
 
 # what a call may do besides launching the kernels: allocate, make views, let autograd detach
 ALLOWED = {"aten::empty", "aten::empty_strided", "aten::new_empty", "aten::new_empty_strided", "aten::as_strided",
@@ -19,10 +19,10 @@ ALLOWED = {"aten::empty", "aten::empty_strided", "aten::new_empty", "aten::new_e
 def device_work(fn):
     """(kernel launches, PyTorch ops that are not allocations or views) of ``fn()``, the
     kernels recorded but not run."""
-    with recorded_triton_launches(run=False) as launches, profile(activities=[ProfilerActivity.CPU]) as prof:
+    with recorded_launches(run=False) as launches, profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     ops = {e.name for e in prof.events() if e.name.startswith("aten::")}
-    return [name for name, _ in launches], sorted(ops - ALLOWED)
+    return [launch.name for launch in launches], sorted(ops - ALLOWED)
 
 
 @pytest.mark.parametrize("cls", [ft.FADE, ft.FADELite])
@@ -70,9 +70,9 @@ def test_prepared_weights_follow_every_weight_update():
         torch.testing.assert_close(model(en, de), want, rtol=1e-5, atol=1e-5)
 
     check()
-    first = model._packed[2]
+    first = model._folded.packed
     model(en, de)
-    assert model._packed[2] is first  # unchanged weights: no new preparation
+    assert model._folded.packed is first  # unchanged weights: no new preparation
     model(en, de).square().sum().backward()
     torch.optim.SGD(model.parameters(), lr=0.5).step()
     check()

@@ -1,5 +1,5 @@
 """Every backend against mmcv's own CARAFE test vectors (tests/data/mmcv_carafe, Apache-2.0), and
-the copy of mmcv's CARAFEFunction that wraps mmcv's CARAFE op built alone (bench/mmcv_carafe_ext)."""
+the copy of mmcv's CARAFEFunction that wraps mmcv's CARAFE op built alone (bench/tools/mmcv_carafe_ext)."""
 import sys
 import types
 from pathlib import Path
@@ -47,7 +47,7 @@ def test_carafe_matches_mmcv_vectors(backend, poisoned):
         try:
             load_mmcv_carafe()
         except RuntimeError as err:
-            pytest.skip(f"mmcv's CARAFE is not built on this machine (bench/build_mmcv.sh): {err}")
+            pytest.skip(f"mmcv's CARAFE is not built on this machine (bench/tools/build_mmcv.sh): {err}")
     assert_matches_vectors(lambda feat, mask: ft.carafe(feat, mask, 5, 4, 2, backend=backend))
 
 

@@ -85,6 +85,7 @@ def test_empty_batch(backend):
     assert ft.carafe(de, torch.rand(0, 9, 6, 10, dtype=de.dtype), 3, 1, 2, backend=backend).shape == (0, 4, 6, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["naive", "torch"])
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 def test_gradcheck_fade(backend, lite):

@@ -5,17 +5,11 @@ import torch
 
 import fade_triton as ft
 import reference64 as ref
-from util import KERNEL_SHAPES as SHAPES
-from util import KERNEL_SHAPE_IDS as IDS
-from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem
+from util import KERNEL_SHAPE_PARAMS
+from util import (HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, assert_fade_grads_match_reference,
+                  fade_problem, grads_of)
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}  # SPEC.md, Precision
-
-
-def grads_of(fn, inputs, grad_out):
-    inputs = [t.detach().clone().requires_grad_() for t in inputs]
-    fn(*inputs).backward(grad_out)
-    return [t.grad for t in inputs]
 
 
 def triton_fade(en, de, *w, scale):
@@ -24,20 +18,16 @@ def triton_fade(en, de, *w, scale):
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
-@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("shape", KERNEL_SHAPE_PARAMS)
 def test_fade_gradients_match_float64_reference(shape, lite, dtype, poisoned):
     b, c, h, w, s, k, emb = shape
     en, de, wts = fade_problem(b, c, h, w, s, k, emb, lite, dtype, weight_std=0.2)
     inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
     grad_out = torch.randn(en.shape).to(dtype)
-    got = grads_of(lambda *a: triton_fade(*a, scale=s), inputs, grad_out)
-    want = grads_of(lambda *a: ref.fade(*a, s), [t.double() for t in inputs], grad_out.double())
-    for name, g, r in zip(["en", "de", *WEIGHT_NAMES], got, want):
-        assert g.dtype == dtype, name
-        assert_close_rel(g, r, TOL[dtype])
+    assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=s), inputs, grad_out, s, TOL[dtype], dtype)
 
 
-@pytest.mark.parametrize("k,groups,scale", [(5, 4, 2), (3, 2, 3), (3, 1, 1)])
+@pytest.mark.parametrize("k,groups,scale", [pytest.param(5, 4, 2, marks=pytest.mark.slow), (3, 2, 3), (3, 1, 1)])
 def test_carafe_gradients_match_float64_reference(k, groups, scale, poisoned):
     x = torch.randn(2, 72, 5, 6)
     masks = torch.randn(2, groups * k * k, 5 * scale, 6 * scale)
@@ -48,6 +38,7 @@ def test_carafe_gradients_match_float64_reference(k, groups, scale, poisoned):
         assert_close_rel(g, r, 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 def test_gradcheck_fade_triton(lite):
     en, de, wts = fade_problem(1, 3, 2, 3, 2, 3, emb=4, lite=lite)
@@ -61,6 +52,7 @@ def test_gradcheck_carafe_triton():
     assert torch.autograd.gradcheck(lambda x, m: ft.carafe(x, m, 3, 2, 2, backend="triton"), (x, m), fast_mode=True)
 
 
+@pytest.mark.slow
 def test_backward_is_bitwise_deterministic():
     en, de, wts = fade_problem(2, 20, 5, 7, 2, 5, 24, dtype=torch.float32)
     inputs = [en, de, *wts.values()]
@@ -104,6 +96,7 @@ def test_saves_nothing_larger_than_the_logits_beyond_its_inputs():
     assert saved and max(torch.Size(sh).numel() for sh in saved) <= logits, saved
 
 
+@pytest.mark.slow
 def test_training_loop_decreases_the_loss():
     torch.manual_seed(1)
     model = ft.FADE(8, up_kernel_size=3, embedding_dim=8, backend="triton")
@@ -154,7 +147,7 @@ class UpsampleHead(torch.nn.Module):
         return self.up(self.proj(en), de).relu()
 
 
-@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("compiler", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_torch_compile_fullgraph(compiler, tmp_path, monkeypatch):
     """The Triton launchers are torch.library custom ops, so the graph has no break. Inductor
     gets a fresh cache directory: its on-disk cache does not key on a custom op's schema, so
@@ -196,9 +189,9 @@ def test_triton_backend_under_compile_on_the_interpreter_says_why():
 def test_operator_registrations(use_triton):
     """opcheck of the four operators (schema, fake tensors, autograd registration) with both
     implementations."""
-    from fade_triton.functional import pack_weights
-    from fade_triton.ops.carafe import carafe_bwd, carafe_fwd
-    from fade_triton.ops.fade import fade_bwd, fade_fwd
+    from fade_triton.ops.carafe.op import carafe_bwd, carafe_fwd
+    from fade_triton.ops.fade.fold import pack_weights
+    from fade_triton.ops.fade.op import fade_bwd, fade_fwd
 
     en, de, wts = fade_problem(1, 4, 3, 2, 2, 3, emb=8, dtype=torch.float32)
     weights = tuple(wts[n] for n in WEIGHT_NAMES)
@@ -219,7 +212,8 @@ def test_operator_registrations(use_triton):
 
 def test_fused_softmax_and_gate_reject_groups():
     """The fused softmax / gate are FADE's (one mask group); grouped masks are carafe's."""
-    from fade_triton.ops.reassemble import reassemble_bwd, reassemble_fwd
+    from fade_triton.ops.reassemble import reassemble_fwd
+    from fade_triton.ops.reassemble_bwd import reassemble_bwd
 
     x, masks, en = torch.randn(1, 4, 3, 3), torch.randn(1, 18, 6, 6), torch.randn(1, 4, 6, 6)
     with pytest.raises(ValueError, match="group_size == 1"):
@@ -231,36 +225,31 @@ def test_fused_softmax_and_gate_reject_groups():
                        softmax=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_gpu_tiles_under_the_interpreter(monkeypatch, channels_last):
     """The tiles the GPU runs (NCHW: 2-4 channels per thread; channels_last: 16 channels of a
     pixel in 16-byte vectors, 8-pixel-wide tiles), not the interpreter's wider blocks; 20
-    channels: one full and one partial block of 16."""
-    from fade_triton.ops import reassemble
+    channels: one full and one partial block of 16. (IEEE float32: the interpreter has no TF32.)"""
+    from fade_triton.testing import simulated_gpu
 
-    monkeypatch.setattr(reassemble, "interpreter_enabled", lambda: False)
+    monkeypatch.setattr(torch.backends.cudnn.conv, "fp32_precision", "ieee")
     en, de, wts = fade_problem(1, 20 if channels_last else 6, 5, 7, 2, 5, 8, dtype=torch.float32, weight_std=0.2)
     if channels_last:
         en, de = en.to(memory_format=torch.channels_last), de.to(memory_format=torch.channels_last)
     inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
-    grad_out = torch.randn(en.shape)
-    got = grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out)
-    want = grads_of(lambda *a: ref.fade(*a, 2), [t.double() for t in inputs], grad_out.double())
-    for name, g, r in zip(["en", "de", *WEIGHT_NAMES], got, want):
-        assert_close_rel(g, r, 1e-5)
+    with simulated_gpu(90):
+        assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=2), inputs, torch.randn(en.shape), 2, 1e-5)
 
 
+@pytest.mark.slow
 def test_weight_gradient_over_several_chunks():
     """Images taller than one weight-gradient chunk (16 rows): the partials of several chunks
     per image and their fixed-order sum."""
-    from fade_triton.ops.semi_shift import WGRAD_ROWS
+    from fade_triton.ops.conv3x3 import WGRAD_ROWS
 
     b, c, h, w, s, k, emb = 2, 6, 19, 5, 2, 3, 8  # high resolution 38 rows: 3 chunks per image
     assert h * s > 2 * WGRAD_ROWS and h > WGRAD_ROWS  # both branches span several chunks
     en, de, wts = fade_problem(b, c, h, w, s, k, emb, dtype=torch.float32, weight_std=0.2)
     inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
-    grad_out = torch.randn(en.shape)
-    got = grads_of(lambda *a: triton_fade(*a, scale=s), inputs, grad_out)
-    want = grads_of(lambda *a: ref.fade(*a, s), [t.double() for t in inputs], grad_out.double())
-    for name, g, r in zip(["en", "de", *WEIGHT_NAMES], got, want):
-        assert_close_rel(g, r, 1e-5)
+    assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=s), inputs, torch.randn(en.shape), s, 1e-5)

@@ -1,5 +1,4 @@
 """Triton forward kernels (run in Triton's CPU interpreter) against the float64 reference."""
-import types
 
 import pytest
 import torch
@@ -7,12 +6,11 @@ import torch
 import fade_triton as ft
 import reference64 as ref
 from fade_triton.backend import float32_conv_precision
-from fade_triton.ops._launch import dot_precision
-from fade_triton.ops.packing import pack_semi_shift_weights
+from fade_triton.ops.fade.fold import pack_weights
+from fade_triton.ops.fade.triton_impl import semi_shift_hi, semi_shift_lo
+from fade_triton.ops.helpers import Target, dot_precision
 from fade_triton.ops.reassemble import reassemble_fwd
-from fade_triton.ops.semi_shift import semi_shift_hi, semi_shift_lo
-from util import KERNEL_SHAPES as SHAPES
-from util import KERNEL_SHAPE_IDS as IDS
+from util import KERNEL_SHAPE_PARAMS
 from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}  # SPEC.md, Precision
@@ -29,12 +27,12 @@ def reference_logits(en, de, w, scale):
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
-@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("shape", KERNEL_SHAPE_PARAMS)
 def test_semi_shift_kernels(shape, lite, dtype, poisoned):
     """The low-resolution kernel (decoder branch + gate logit at channel K2) and the logits."""
     b, c, h, w, s, k, emb = shape
     en, de, wts = fade_problem(b, c, h, w, s, k, emb, lite, dtype, weight_std=0.2)
-    packed = pack_semi_shift_weights(*(wts[n] for n in WEIGHT_NAMES), dtype=dtype)
+    packed = pack_weights(tuple(wts[n] for n in WEIGHT_NAMES), dtype)
     lo = semi_shift_lo(de, packed)
     logits = semi_shift_hi(en, lo, packed, k * k, s)
     assert logits.shape == (b, k * k, h * s, w * s) and lo.shape[:3] == (b, h, w)
@@ -44,7 +42,7 @@ def test_semi_shift_kernels(shape, lite, dtype, poisoned):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("shape", KERNEL_SHAPE_PARAMS)
 def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
     b, c, h, w, s, k, _ = shape
     de = torch.randn(b, c, h, w).to(dtype)
@@ -61,7 +59,7 @@ def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
-@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("shape", KERNEL_SHAPE_PARAMS)
 def test_fade_triton_end_to_end(shape, lite, dtype, poisoned):
     b, c, h, w, s, k, emb = shape
     en, de, wts = fade_problem(b, c, h, w, s, k, emb, lite, dtype, weight_std=0.2)
@@ -149,7 +147,7 @@ def restore_precision_flags():
     b.fp32_precision, b.cudnn.fp32_precision, b.cudnn.conv.fp32_precision, b.cuda.matmul.fp32_precision = saved
 
 
-FAKE_CUDA_FP32 = types.SimpleNamespace(dtype=torch.float32, is_cuda=True)
+GPU = Target(90, interpreter=False)
 
 
 @pytest.mark.parametrize("api", ["legacy", "new"])
@@ -162,8 +160,9 @@ def test_tf32_follows_the_convolution_setting_with_either_api(api, restore_preci
         else:
             torch.backends.cudnn.conv.fp32_precision = want
         assert float32_conv_precision() == want
-        assert dot_precision(FAKE_CUDA_FP32) == want
-    assert dot_precision(types.SimpleNamespace(dtype=torch.float16, is_cuda=True)) == "ieee"
+        assert dot_precision(torch.float32, GPU) == want
+        assert dot_precision(torch.float32, Target(90, interpreter=True)) == "ieee"  # no TF32 on a CPU
+    assert dot_precision(torch.float16, GPU) == "ieee"
 
 
 def test_mixed_precision_apis_resolve_through_the_parents(restore_precision_flags):

@@ -1,16 +1,16 @@
 """The official implementation's path: semi-shift in PyTorch, mmcv's CARAFE for the reassembly.
 mmcv's CARAFE has CUDA kernels only (float32/float64/float16). It comes from ``mmcv.ops.carafe``
-(mmcv compiled with its ops: ``bash bench/build_mmcv.sh build``) or, without a full mmcv, from
+(mmcv compiled with its ops: ``bash bench/tools/build_mmcv.sh build``) or, without a full mmcv, from
 mmcv's own CARAFE sources compiled alone into the module ``mmcv_carafe_ext``
-(``bash bench/build_mmcv.sh carafe``), called through a copy of mmcv's ``CARAFEFunction``."""
+(``bash bench/tools/build_mmcv.sh carafe``), called through a copy of mmcv's ``CARAFEFunction``."""
 from __future__ import annotations
 
 import torch
 
-from ..reference import fade_naive
+from .fade.naive import fade_naive
 
 _HOW = ("mmcv's compiled CARAFE is needed for backend='mmcv': on a CUDA machine, build mmcv with "
-        "`bash bench/build_mmcv.sh build`, or only its CARAFE op with `bash bench/build_mmcv.sh carafe` "
+        "`bash bench/tools/build_mmcv.sh build`, or only its CARAFE op with `bash bench/tools/build_mmcv.sh carafe` "
         "(see bench/README.md)")
 
 
@@ -94,7 +94,7 @@ def carafe_mmcv(features, masks, kernel_size, group_size, scale_factor):
     return load_mmcv_carafe()(features, masks, kernel_size, group_size, scale_factor)
 
 
-def fade_mmcv(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias, scale):
-    """FADE as the official code computes it: L2H semi-shift in PyTorch, mmcv CARAFE."""
-    return fade_naive(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias,
-                      scale, carafe=carafe_mmcv)
+def fade_mmcv_path(en, de, weights, scale, depthwise, cache=None):
+    """The ``mmcv`` backend: FADE as the official code computes it, L2H semi-shift in PyTorch and
+    mmcv's CARAFE (an entry point of ``fade_triton.backend.IMPLEMENTATIONS``)."""
+    return fade_naive(en, de, *weights, scale, carafe=carafe_mmcv, depthwise=depthwise)

@@ -1,5 +1,5 @@
 """Bytes per forward kernel: what each must move (each tensor it touches once) against what its
-loads request from L2, derived from the tile sizes the launchers pick. ``python -m bench.traffic``
+loads request from L2, derived from the tile sizes the launchers pick. ``python -m bench.tools.traffic``
 prints the table for the headline case (the README's), with the op's roofline floor.
 
 Requested bytes count every L2 request of whole tiles: a tile's halo (a 3x3 or K x K window
@@ -13,12 +13,13 @@ import argparse
 
 import torch
 
-from fade_triton.ops import reassemble, semi_shift
-from fade_triton.ops.packing import padded_channels
+from fade_triton.ops import reassemble
+from fade_triton.ops.conv3x3 import conv3x3_config
+from fade_triton.ops.fade.fold import padded_channels
+from fade_triton.ops.helpers import Target
 
-from .aot import HEADLINE, as_if_on_gpu
-from .cases import Case
-from .roofline import ITEMSIZE, min_bytes
+from ..cases import HEADLINE, Case
+from ..roofline import ITEMSIZE, min_bytes
 
 SECTOR = 32  # bytes: the gate logit is one fp32 of each pixel's KP-channel row of lo, one sector per request
 
@@ -37,32 +38,32 @@ def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
     x = torch.empty(1, c, 2, 2, dtype=getattr(torch, case.dtype), device="meta").to(memory_format=fmt)
     weights = 9 * c * kp * e
     rows = []
-    with as_if_on_gpu(90):
-        conv = semi_shift.conv3x3_config(x, kp)
-        tile_rows, tile_cols = conv["BLOCK_P"] // conv["TX"], conv["TX"]
-        halo = _halo(tile_rows, tile_cols, 1)
-        for name, pixels, out_bytes, extra in (("semi_shift_lo (de -> lo, gate)", q, q * kp * 4, 0),
-                                               ("semi_shift_hi (en -> logits)", p, p * k2 * 4, q * kp * 4)):
-            programs = -(-pixels // conv["BLOCK_P"])
-            rows.append(dict(kernel=name, minimum=pixels * c * e + weights + out_bytes + extra,
-                             requested=pixels * c * e * halo + weights * programs + out_bytes
-                             + (p * k2 * 4 if extra else 0),
-                             note=f"input halo x{halo:.2f}; weights once per {conv['BLOCK_P']}-pixel program"
-                                  + ("; lo read per output pixel" if extra else "")))
-        tile = reassemble.tile_config(x, c, k, s)
-        splits, _ = reassemble.channel_splits(c, tile["BLOCK_C"])
-        r = k // 2
-        de_halo = _halo(tile["TQ"] // tile["TX"], tile["TX"], r)
-        rows.append(dict(kernel="reassemble_fwd (softmax, reassembly, gate)",
-                         minimum=2 * p * c * e + q * c * e + p * k2 * 4 + q * 4,
-                         requested=2 * p * c * e + q * c * e * de_halo + (p * k2 * 4 + q * SECTOR) * splits,
-                         note=f"de halo x{de_halo:.2f} ({k2} L1 requests per de element); logits and gate "
-                              f"read by each of {splits} channel splits"))
+    target = Target(90)  # the launchers' own tile choices for an sm_90 GPU
+    conv = conv3x3_config(x, kp, target)
+    tile_rows, tile_cols = conv["BLOCK_P"] // conv["TX"], conv["TX"]
+    halo = _halo(tile_rows, tile_cols, 1)
+    for name, pixels, out_bytes, extra in (("semi_shift_lo (de -> lo, gate)", q, q * kp * 4, 0),
+                                           ("semi_shift_hi (en -> logits)", p, p * k2 * 4, q * kp * 4)):
+        programs = -(-pixels // conv["BLOCK_P"])
+        rows.append(dict(kernel=name, minimum=pixels * c * e + weights + out_bytes + extra,
+                         requested=pixels * c * e * halo + weights * programs + out_bytes
+                         + (p * k2 * 4 if extra else 0),
+                         note=f"input halo x{halo:.2f}; weights once per {conv['BLOCK_P']}-pixel program"
+                              + ("; lo read per output pixel" if extra else "")))
+    tile = reassemble.tile_config(x, c, k, s, target)
+    splits, _ = reassemble.channel_splits(c, tile["BLOCK_C"])
+    r = k // 2
+    de_halo = _halo(tile["TQ"] // tile["TX"], tile["TX"], r)
+    rows.append(dict(kernel="reassemble_fwd (softmax, reassembly, gate)",
+                     minimum=2 * p * c * e + q * c * e + p * k2 * 4 + q * 4,
+                     requested=2 * p * c * e + q * c * e * de_halo + (p * k2 * 4 + q * SECTOR) * splits,
+                     note=f"de halo x{de_halo:.2f} ({k2} L1 requests per de element); logits and gate "
+                          f"read by each of {splits} channel splits"))
     return rows
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.traffic", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.traffic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(ITEMSIZE))
     parser.add_argument("--layout", default="nchw", choices=["nchw", "channels_last"])

@@ -1,11 +1,10 @@
-"""Nsight Compute's raw CSV -> one Markdown table, a row per profiled kernel launch, with what
-issue 12 asks of each: time, DRAM bytes and throughput (% of peak), L1 and L2 hit rates, bytes
+"""Nsight Compute's raw CSV -> one Markdown table, a row per profiled kernel launch, with, for each: time, DRAM bytes and throughput (% of peak), L1 and L2 hit rates, bytes
 L1 requested from L2, achieved vs theoretical occupancy, registers, local-memory traffic (spills)
-and the top warp-stall reasons. For the forward kernels of a ``bench.one_step`` run at the
-headline shape, the minimum and requested bytes ``bench.traffic`` predicts stand beside them.
+and the top warp-stall reasons. For the forward kernels of a ``bench.tools.one_step`` run at the
+headline shape, the minimum and requested bytes ``bench.tools.traffic`` predicts stand beside them.
 
     ncu --import R.ncu-rep --page raw --csv --print-units base > R.csv
-    python -m bench.ncu_summary R.csv --dtype bfloat16 --layout nchw > R.md
+    python -m bench.tools.ncu_summary R.csv --dtype bfloat16 --layout nchw > R.md
 
 Metrics the export lacks (a section not collected) show as "n/a".
 """
@@ -76,7 +75,7 @@ def stalls(row: dict, top: int = 3) -> str:
 
 
 def summarize(rows: list[dict], predicted: list[dict] | None = None) -> str:
-    """The Markdown table; ``predicted`` (bench.traffic rows) is matched to the first rows in order."""
+    """The Markdown table; ``predicted`` (bench.tools.traffic rows) is matched to the first rows in order."""
     def fmt(x, spec=".1f"):
         return "n/a" if x is None else format(x, spec)
 
@@ -103,21 +102,20 @@ def summarize(rows: list[dict], predicted: list[dict] | None = None) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.ncu_summary", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.ncu_summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", type=Path)
-    parser.add_argument("--dtype", help="with --layout: put bench.traffic's forward prediction (headline "
+    parser.add_argument("--dtype", help="with --layout: put bench.tools.traffic's forward prediction (headline "
                                         "case) beside the first three kernels")
     parser.add_argument("--layout", default="nchw", choices=("nchw", "channels_last"))
     args = parser.parse_args(argv)
     predicted = None
     if args.dtype:
-        from .aot import HEADLINE
-        from .cases import Case
+        from ..cases import HEADLINE, Case
         from .traffic import forward_traffic
 
         predicted = forward_traffic(Case(op="fade", dtype=args.dtype, **HEADLINE), args.layout)
-    print(f"Nsight Compute, {args.csv.name}" + (f" (prediction: bench.traffic, headline case, {args.dtype} "
+    print(f"Nsight Compute, {args.csv.name}" + (f" (prediction: bench.tools.traffic, headline case, {args.dtype} "
                                                 f"{args.layout})" if predicted else ""))
     print()
     print(summarize(read_raw_csv(args.csv), predicted))

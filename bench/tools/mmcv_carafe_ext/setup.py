@@ -6,9 +6,9 @@ and ``binding.cpp``. ``fade_triton``'s ``mmcv`` backend uses it, wrapped in mmcv
 ``CARAFEFunction``, when ``mmcv.ops`` cannot be imported. Build it on the CUDA machine:
 
     MMCV_SDIST=bench/.mmcv-wheelhouse/mmcv-2.2.0.tar.gz \
-        python -m pip install --no-build-isolation --no-deps bench/mmcv_carafe_ext
+        python -m pip install --no-build-isolation --no-deps bench/tools/mmcv_carafe_ext
 
-(``bash bench/build_mmcv.sh carafe`` does that, then checks the op on the GPU.)
+(``bash bench/tools/build_mmcv.sh carafe`` does that, then checks the op on the GPU.)
 Environment: ``MMCV_SDIST`` (required), ``TORCH_CUDA_ARCH_LIST`` (e.g. 9.0), ``MAX_JOBS``.
 """
 import hashlib

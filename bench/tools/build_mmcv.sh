@@ -3,18 +3,18 @@
 # registry's source distribution (the registry has no mmcv wheels), and check it on the GPU
 # against fade_triton (forward and both gradients). See bench/README.md ("The mmcv path").
 #
-#   bash bench/build_mmcv.sh download   # on a machine with network: sdist + runtime deps -> wheelhouse
-#   bash bench/build_mmcv.sh carafe     # on the CUDA machine: only mmcv's CARAFE op (2 files, about a
-#                                       # minute), as the module mmcv_carafe_ext (bench/mmcv_carafe_ext)
-#   bash bench/build_mmcv.sh build      # on the CUDA machine: all of mmcv with its ops (about 120
+#   bash bench/tools/build_mmcv.sh download   # on a machine with network: sdist + runtime deps -> wheelhouse
+#   bash bench/tools/build_mmcv.sh carafe     # on the CUDA machine: only mmcv's CARAFE op (2 files, about a
+#                                       # minute), as the module mmcv_carafe_ext (bench/tools/mmcv_carafe_ext)
+#   bash bench/tools/build_mmcv.sh build      # on the CUDA machine: all of mmcv with its ops (about 120
 #                                       # files), install, check
-#   bash bench/build_mmcv.sh            # download + build, on a CUDA machine with network
+#   bash bench/tools/build_mmcv.sh            # download + build, on a CUDA machine with network
 #
 # Environment: MMCV_VERSION (2.2.0), MMCV_WHEELHOUSE (bench/.mmcv-wheelhouse), PYTHON (python3),
 # TORCH_CUDA_ARCH_LIST (default: the visible GPU's capability, e.g. 9.0 on H100/H200),
 # MAX_JOBS (default: the core count).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
 VERSION="${MMCV_VERSION:-2.2.0}"
 WH="${MMCV_WHEELHOUSE:-bench/.mmcv-wheelhouse}"
@@ -69,8 +69,9 @@ carafe() {
   local arch; arch="$(cuda_arch)"
   setuptools
   echo "building mmcv $VERSION's CARAFE op alone for sm $arch with ${MAX_JOBS:-$(nproc)} jobs"
-  MMCV_SDIST="$WH/mmcv-$VERSION.tar.gz" TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "$PY" -m pip install --no-index --no-build-isolation --no-deps bench/mmcv_carafe_ext
+  # absolute: pip builds in the package's own directory, where a relative path would not resolve
+  MMCV_SDIST="$(realpath "$WH/mmcv-$VERSION.tar.gz")" TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+    "$PY" -m pip install --no-index --no-build-isolation --no-deps bench/tools/mmcv_carafe_ext
   check
 }
 

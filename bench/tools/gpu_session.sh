@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A GPU session's work, in stages (run from the repository root; the image's python3 has torch,
 # triton, pytest, matplotlib, tqdm). One call may run several stages in order:
-#   bash bench/gpu_session.sh mmcv-carafe tests sanitize
+#   bash bench/tools/gpu_session.sh mmcv-carafe tests sanitize
 # Everything it writes goes under $OUT (default bench/results/_scratch), logs included.
 #
 #   tests        the whole suite on CUDA: compiled kernels, bf16, TF32 vs IEEE, >2**31 elements
@@ -17,7 +17,7 @@
 #                ($NCU_CASES), each with its raw CSV and a summary table (bench.ncu_summary)
 #   sweep        the 'gpu' preset: resolution, channel, batch and dtype sweeps
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${OUT:-bench/results/_scratch}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -35,7 +35,7 @@ sanitize() {  # tool...
     echo "== compute-sanitizer --tool $tool"
     # without the caching allocator every tensor is its own allocation, so memcheck sees overruns
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      python3 -m bench.one_step --shape small 2>&1 | tee "$OUT/sanitize_$tool.log"
+      python3 -m bench.tools.one_step --shape small 2>&1 | tee "$OUT/sanitize_$tool.log"
     local rc=$?  # with pipefail: compute-sanitizer's status, not tee's
     echo "== compute-sanitizer --tool $tool: exit $rc" | tee -a "$OUT/sanitize_summary.txt"
     [ "$rc" = 0 ] || status=1
@@ -48,13 +48,13 @@ profile() {
   for spec in ${NCU_CASES:-bfloat16:nchw float32:nchw bfloat16:channels_last}; do
     dtype="${spec%%:*}" layout="${spec##*:}" name="ncu_headline_${dtype}_${layout}"
     ncu --clock-control none --set full --kernel-name "$KERNELS" -f -o "$OUT/$name" \
-      python3 -m bench.one_step --shape headline --ops fade --dtype "$dtype" --layout "$layout" --no-poison \
+      python3 -m bench.tools.one_step --shape headline --ops fade --dtype "$dtype" --layout "$layout" --no-poison \
       > "$OUT/$name.log" 2>&1
     rc=$?
     echo "ncu $dtype $layout: exit $rc ($(grep -c '==PROF== Profiling' "$OUT/$name.log") kernels profiled)"
     [ "$rc" = 0 ] || status=1
     ncu --import "$OUT/$name.ncu-rep" --page raw --csv --print-units base > "$OUT/$name.csv" \
-      && python3 -m bench.ncu_summary "$OUT/$name.csv" --dtype "$dtype" --layout "$layout" | tee "$OUT/$name.md" \
+      && python3 -m bench.tools.ncu_summary "$OUT/$name.csv" --dtype "$dtype" --layout "$layout" | tee "$OUT/$name.md" \
       || status=1
   done
   return $status
@@ -68,8 +68,8 @@ for stage in "$@"; do
     tests) FADE_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$OUT/tests_cuda.log" ;;
     sanitize) sanitize memcheck racecheck ;;
     sanitize-more) sanitize initcheck synccheck ;;
-    mmcv-carafe) bash bench/build_mmcv.sh carafe 2>&1 | tee "$OUT/mmcv_carafe_build.log" ;;
-    mmcv) bash bench/build_mmcv.sh build 2>&1 | tee "$OUT/mmcv_build.log" ;;
+    mmcv-carafe) bash bench/tools/build_mmcv.sh carafe 2>&1 | tee "$OUT/mmcv_carafe_build.log" ;;
+    mmcv) bash bench/tools/build_mmcv.sh build 2>&1 | tee "$OUT/mmcv_build.log" ;;
     headline) python3 -m bench --preset headline --out "$OUT/headline" 2>&1 | tee "$OUT/headline.log" ;;
     ncu) profile ;;
     sweep) python3 -m bench --preset gpu --out "$OUT/gpu" 2>&1 | tee "$OUT/gpu.log" ;;

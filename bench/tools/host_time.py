@@ -1,9 +1,9 @@
-"""Host time per call: ``python -m bench.host_time``.
+"""Host time per call: ``python -m bench.tools.host_time``.
 
 Runs the ``triton`` path's public calls (``FADE`` / ``FADELite`` forward, and forward +
 backward) on CPU tensors with every Triton launch replaced by a no-op
-(``fade_triton.profiling.recorded_triton_launches(run=False)``) and the launchers set up as on
-an sm_90 GPU, and reports the median wall time per call: everything the package does on the
+(``fade_triton.testing.recorded_launches(run=False)``) and the launchers set up as on an sm_90
+GPU (``fade_triton.testing.simulated_gpu``), and reports the median wall time per call: everything the package does on the
 host (argument checks, backend choice, the prepared-weight cache, the operator dispatch,
 allocations, launch configuration) except the kernels themselves and Triton's own launcher
 (binding the arguments and the driver call, which need a GPU to measure). Shapes are small
@@ -20,9 +20,7 @@ import time
 import torch
 
 import fade_triton as ft
-from fade_triton.profiling import recorded_triton_launches
-
-from .aot import as_if_on_gpu
+from fade_triton.testing import recorded_launches, simulated_gpu
 
 
 def per_call_us(fn, repeats: int) -> float:
@@ -40,7 +38,7 @@ def measure(repeats: int = 500) -> list[tuple[str, float, int]]:
     """(label, median µs per call, kernel launches per call)."""
     rows = []
     en, de = torch.randn(2, 64, 16, 16), torch.randn(2, 64, 8, 8)
-    with as_if_on_gpu(90), recorded_triton_launches(run=False) as launches:
+    with simulated_gpu(90), recorded_launches(run=False) as launches:
         for cls in (ft.FADE, ft.FADELite):
             model = cls(64, backend="triton")
             with torch.no_grad():
@@ -65,8 +63,8 @@ def measure(repeats: int = 500) -> list[tuple[str, float, int]]:
 
 def main(argv=None):
     if os.environ.get("TRITON_INTERPRET") == "1":
-        sys.exit("bench.host_time measures the compiled path's host work: unset TRITON_INTERPRET")
-    parser = argparse.ArgumentParser(prog="python -m bench.host_time", description=__doc__,
+        sys.exit("bench.tools.host_time measures the compiled path's host work: unset TRITON_INTERPRET")
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.host_time", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=500, help="timed forward calls (default 500)")
     args = parser.parse_args(argv)

@@ -1,9 +1,11 @@
 """Compile report: what every Triton kernel the package launches compiles to, without a GPU.
 
-``python -m bench.aot`` runs the public API (``FADE``, ``FADELite``, ``carafe``; forward, and
-forward+backward) on CPU tensors at the headline case (B=8, C=256, E=64, K=5, scale 2,
-de 64x64 -> en 128x128) with every Triton launch *recorded instead of run*, so the list of
-kernels is whatever the code launches, never a hand-kept list. Each distinct launch is
+``python -m bench.tools.aot`` runs the public API (every op of ``bench.cases.OPS``: ``FADE``,
+``FADELite``, ``carafe`` with 4 groups; forward, and forward+backward) on CPU tensors at the
+headline case (``bench.cases.HEADLINE``: B=8, C=256, E=64, K=5, scale 2, de 64x64 -> en 128x128)
+with every Triton launch *recorded instead of run* (``fade_triton.testing.recorded_launches``
+under ``simulated_gpu``), so the list of kernels is whatever the code launches, never a
+hand-kept list. Each distinct launch is
 compiled ahead of time for sm_90 (H100/H200) and sm_80 (A100) with the ptxas bundled in
 the triton wheel, and the report gives per kernel: registers, spill stores/loads, stack,
 shared memory, warps, tensor-core instructions (wgmma / mma in the PTX), the global loads by
@@ -16,7 +18,6 @@ Triton's compile cache keeps reruns fast; ptxas -v runs on the cached PTX.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime as dt
 import multiprocessing
@@ -26,34 +27,25 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-import fade_triton as ft
+from fade_triton.testing import Launch, recorded_launches, simulated_gpu
 
-HEADLINE = dict(batch=8, channels=256, embed=64, kernel=5, scale=2, size=64)
+from ..cases import HEADLINE, OPS, Case, make_inputs
 # (SMs, registers per SM, shared memory per SM in bytes, max warps per SM, max blocks per SM)
 GPUS = {90: ("H100", 132, 65536, 228 * 1024, 64, 32), 80: ("A100", 108, 65536, 164 * 1024, 64, 32)}
 FIELDS = ["kernel", "op", "mode", "dtype", "layout", "arch", "config", "grid", "programs", "regs", "spill_stores",
           "spill_loads", "stack", "smem", "warps", "tensor_core", "global_loads", "occupancy", "gpu", "status"]
 
 
-@dataclass
-class Launch:
-    """One recorded ``kernel[grid](*args, **kwargs)`` of the package, with where it came from."""
-
-    kernel: object
-    args: tuple
-    kwargs: dict
-    grid: tuple
-    labels: dict = field(default_factory=dict)
-
-    def key(self):
-        cfg = sorted((k, str(v)) for k, v in self.kwargs.items())
-        spec = tuple((type(a).__name__, getattr(a, "dtype", None), _divisibility(a)) for a in self.args)
-        return (self.kernel.fn.__name__, tuple(cfg), spec)
+def launch_key(launch: Launch):
+    """What makes two launches compile to the same code: kernel, configuration, argument kinds."""
+    cfg = sorted((k, str(v)) for k, v in launch.kwargs.items())
+    spec = tuple((type(a).__name__, getattr(a, "dtype", None), _divisibility(a)) for a in launch.args)
+    return (launch.name, tuple(cfg), spec)
 
 
 def _divisibility(a):
@@ -65,80 +57,31 @@ def _divisibility(a):
     return "1" if a == 1 else ("16" if a % 16 == 0 else "n")
 
 
-@contextlib.contextmanager
-def as_if_on_gpu(arch: int = 90):
-    """Within the block the ``triton`` backend accepts CPU tensors and the launchers treat them
-    as on a GPU of compute capability ``arch`` (tiles, TF32); combine with
-    ``fade_triton.profiling.recorded_triton_launches(run=False)`` so nothing runs."""
-    import fade_triton.backend as backend
-    import fade_triton.ops._launch as launch
-    import fade_triton.ops.reassemble as reassemble
-
-    real = backend.triton_supports, launch.is_cuda, launch.compute_capability, reassemble.interpreter_enabled
-    backend.triton_supports = lambda device: True
-    launch.is_cuda = lambda t: True  # float32 dots as on a GPU: TF32 unless the setting says IEEE
-    launch.compute_capability = lambda t: arch
-    reassemble.interpreter_enabled = lambda: False  # the GPU's tiles, also under TRITON_INTERPRET
-    try:
-        yield
-    finally:
-        backend.triton_supports, launch.is_cuda, launch.compute_capability, reassemble.interpreter_enabled = real
-
-
-@contextlib.contextmanager
-def recorded_launches(labels: dict, out: list, arch: int = 90):
-    """Within the block, Triton launches are recorded into ``out`` as ``Launch``es (not run),
-    as if the CPU tensors were on a GPU of compute capability ``arch``."""
-    from triton.runtime.jit import JITFunction
-
-    real_run = JITFunction.run
-
-    def record(self, *args, grid, warmup=False, **kwargs):
-        out.append(Launch(self, args, kwargs, tuple(grid(kwargs) if callable(grid) else grid), dict(labels)))
-
-    JITFunction.run = record
-    try:
-        with as_if_on_gpu(arch):
-            yield
-    finally:
-        JITFunction.run = real_run
-
-
 def record_headline(ops, modes, dtypes, layouts, arch: int = 90) -> list[Launch]:
-    """Run the public API at the headline case and return every launch it makes."""
-    h = HEADLINE
+    """Run the public API at the headline case and return every launch it makes (not run), as
+    on a GPU of compute capability ``arch``."""
     launches: list[Launch] = []
     for op in ops:
-        for dtype_name in dtypes:
-            dtype = getattr(torch, dtype_name)
+        for dtype in dtypes:
             for layout in layouts:
-                fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-                lo = h["size"]
-                hi = lo * h["scale"]
-                de = torch.empty(h["batch"], h["channels"], lo, lo, dtype=dtype).to(memory_format=fmt)
-                en = torch.empty(h["batch"], h["channels"], hi, hi, dtype=dtype).to(memory_format=fmt)
                 for mode in modes:
-                    labels = dict(op=op, mode=mode, dtype=dtype_name, layout=layout, arch=arch)
-                    with recorded_launches(labels, launches, arch):
-                        _call(op, mode, en, de, dtype)
+                    case = Case(op, dtype=dtype, layout=layout, mode=mode, groups=4 if op == "carafe" else 1,
+                                **HEADLINE)
+                    labels = dict(op=op, mode=mode, dtype=dtype, layout=layout, arch=arch)
+                    with simulated_gpu(arch), recorded_launches(run=False, labels=labels, keep_args=True) as recorded:
+                        _call(case)
+                    launches += recorded
     return launches
 
 
-def _call(op, mode, en, de, dtype):
-    h = HEADLINE
-    grad = mode == "fwd+bwd"
-    en = en.detach().requires_grad_(grad)
-    de = de.detach().requires_grad_(grad)
+def _call(case: Case):
+    grad = case.mode == "fwd+bwd"
+    inputs = make_inputs(replace(case, dtype="float32"), "cpu", False)  # random values: cheap in float32
+    inputs = [t.to(getattr(torch, case.dtype)).requires_grad_(grad) for t in inputs]
+    module = OPS[case.op].build(case).to(getattr(torch, case.dtype))
+    module.backend = "triton"
     with torch.set_grad_enabled(grad):
-        if op == "carafe":
-            k2 = h["kernel"] ** 2
-            masks = torch.empty(en.shape[0], 4 * k2, *en.shape[2:], dtype=dtype, requires_grad=grad)
-            out = ft.carafe(de, masks, h["kernel"], 4, h["scale"], backend="triton")
-        else:
-            cls = ft.FADELite if op == "fade_lite" else ft.FADE
-            kw = {} if op == "fade_lite" else {"embedding_dim": h["embed"]}
-            module = cls(h["channels"], scale=h["scale"], up_kernel_size=h["kernel"], backend="triton", **kw)
-            out = module.to(dtype)(en, de)
+        out = module(*inputs)
         if grad:
             out.backward(torch.empty_like(out))
 
@@ -184,7 +127,7 @@ def compile_launch(launch: Launch, arch: int) -> dict:
                  smem_sm // smem if smem else blocks_sm)
     programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1) * (launch.grid[2] if len(launch.grid) > 2 else 1)
     config = " ".join(f"{k}={v}" for k, v in launch.kwargs.items() if k.isupper() or k in ("num_warps", "num_stages"))
-    return dict(launch.labels, kernel=kernel.fn.__name__, arch=f"sm_{arch}", config=config, grid="x".join(map(str, launch.grid)),
+    return dict(launch.labels, kernel=launch.name, arch=f"sm_{arch}", config=config, grid="x".join(map(str, launch.grid)),
                 programs=programs, regs=regs, spill_stores=st, spill_loads=ld, stack=stack, smem=smem, warps=warps,
                 tensor_core=tc, global_loads=" ".join(f"{n}x{w}" for w, n in widths.items()),
                 occupancy=f"{blocks * warps}/{warps_sm} warps ({100 * blocks * warps / warps_sm:.0f}%), "
@@ -200,7 +143,7 @@ def _compile_task(index):
     try:
         return compile_launch(launch, arch)
     except Exception as err:  # a failed compile is a row of the report, and a failure of the run
-        return dict(launch.labels, kernel=launch.kernel.fn.__name__, arch=f"sm_{arch}", status=f"FAILED: "
+        return dict(launch.labels, kernel=launch.name, arch=f"sm_{arch}", status=f"FAILED: "
                     f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
 
 
@@ -209,7 +152,7 @@ def report(ops, modes, dtypes, layouts, archs, jobs=2):
     unique: dict = {}
     for arch in archs:  # the launchers pick tiles per compute capability
         for launch in record_headline(ops, modes, dtypes, layouts, arch):
-            unique.setdefault((arch, launch.key()), launch)
+            unique.setdefault((arch, launch_key(launch)), launch)
     _TASKS[:] = [(launch, launch.labels["arch"]) for launch in unique.values()]
     if jobs > 1:  # forked workers inherit the recorded launches (kernels and tensors do not pickle)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
@@ -233,19 +176,19 @@ def print_rows(rows):
 def summary_for_results() -> Path | None:
     """The newest committed compile report (``bench/results/aot-*/compile_report.csv``), which
     ``python -m bench`` copies beside its timings; None if there is none."""
-    reports = sorted(Path(__file__).parent.glob("results/aot-*/compile_report.csv"))
+    reports = sorted((Path(__file__).parent.parent / "results").glob("aot-*/compile_report.csv"))
     return reports[-1] if reports else None
 
 
 def main(argv=None):
     if os.environ.get("TRITON_INTERPRET") == "1":
-        sys.exit("bench.aot compiles kernels: unset TRITON_INTERPRET")
+        sys.exit("bench.tools.aot compiles kernels: unset TRITON_INTERPRET")
     # FP contraction on, as Triton <= 3.9 defaults to and as the package runs (silences 3.9's notice)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    parser = argparse.ArgumentParser(prog="python -m bench.aot", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(prog="python -m bench.tools.aot", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description=__doc__)
-    parser.add_argument("--ops", nargs="+", default=["fade", "fade_lite", "carafe"],
-                        choices=["fade", "fade_lite", "carafe"], help="public calls to record (default: all)")
+    parser.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS),
+                        help="ops to record (default: all; carafe with 4 mask groups)")
     parser.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"],
                         help="forward only, or forward and backward (default: both)")
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16", "float32"],

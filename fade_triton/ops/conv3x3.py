@@ -1,0 +1,265 @@
+"""A generic 3x3 'same' convolution in Triton (implicit GEMM on ``tl.dot``), forward and backward.
+
+- ``conv3x3_kernel``: out = conv3x3(x; w) with optional epilogue terms (bias, per-tap bias counted
+  only inside the image, a low-resolution addend read at (y // s, x // s), a gated addend). With
+  ``FLIP`` it reads the weights mirrored: the transposed convolution, i.e. the input gradient.
+- ``conv3x3_weight_grad_kernel``: the weight gradient's partial sums over chunks of rows (all 9
+  taps from one read of each gradient tile), reduced in a fixed order by the caller (no atomics).
+
+FADE's semi-shift runs on these (``ops/fade/triton_impl.py``) with its 1x1 compressors folded into
+the 3x3 (``ops/fade/fold.py``). Names read forward to backward: ``conv3x3_kernel`` ->
+``conv3x3`` -> ``conv3x3_input_grad``; ``conv3x3_weight_grad_kernel`` -> ``conv3x3_weight_grad``.
+Bytes each launch requests against its minimum: ``python -m bench.tools.traffic``.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+from .helpers import accumulator_dtype, cdiv, channel_fast, dot_precision, next_pow2, strides, target_of
+from .window import tap_masks, window_step
+
+WGRAD_ROWS = 16  # rows of one image per weight-gradient chunk
+
+
+@triton.jit
+def conv3x3_kernel(
+    x_ptr, w_ptr, out_ptr, bias_ptr, tap_bias_ptr, lo_ptr, add_ptr, gate_ptr,
+    C_IN, C_OUT, H, W,
+    stride_xb, stride_xc, stride_xh, stride_xw,
+    stride_wt, stride_wi, stride_wo,
+    stride_ob, stride_oc, stride_oh, stride_ow,
+    stride_lb, stride_lc, stride_lh, stride_lw,
+    stride_ab, stride_ac, stride_ah, stride_aw,
+    stride_gb, stride_gh, stride_gw, stride_tb,
+    SCALE: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TAP_BIAS: tl.constexpr,
+    HAS_LO: tl.constexpr, HAS_ADD: tl.constexpr, GATED_ADD: tl.constexpr,
+    ACC_FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    TX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """out[b, n, y, x] = sum_{t, i} x[b, i, (y, x) + t] * w[t', i, n]  (3x3, zero padding 1)
+                         + bias[n] + sum_{t in image} tap_bias[t, n] + lo[b, n, y // SCALE, x // SCALE]
+                         + g * add[b, n, y, x],   g = sigmoid(gate[b, y // SCALE, x // SCALE]) or 1;
+    t' = t, or 8 - t with FLIP (a transposed convolution, for input gradients). Every optional
+    term is on only with its HAS_* flag (its pointer may then be None).
+
+    x_ptr: input (B, C_IN, H, W), any strides; cast to w's dtype for the dot. w_ptr: weights
+    indexed (tap, in, out) by stride_wt/wi/wo (a packed (9, C, KP) tensor, or the same read
+    transposed). out_ptr: (B, C_OUT, H, W), any strides. bias_ptr: (C_OUT,). tap_bias_ptr:
+    (9, >= C_OUT), row stride stride_tb. lo_ptr: low-resolution addend (B, C_OUT, H', W'), any
+    strides. add_ptr: (B, C_OUT, H, W) any strides. gate_ptr: gate logits (B, H', W'), any strides.
+    C_IN, C_OUT, H, W: sizes; stride_<t><d>: element strides of x, w, out, l(o), a(dd), g(ate).
+    ACC_FP64: accumulate in fp64 (fp64 inputs). INPUT_PRECISION: tl.dot's for fp32 ("tf32"/"ieee").
+
+    Tile: BLOCK_P output pixels as (BLOCK_P // TX) rows x TX columns, times BLOCK_N output
+    channels; the reduction runs over input-channel blocks of BLOCK_K (outer loop) and the
+    9 taps (inner, unrolled): the 9 shifted (BLOCK_P x BLOCK_K) tiles of one channel block
+    are requested back to back, so the tile and its 1-pixel halo come from L2/DRAM once and
+    8 of the 9 requests hit L1. Loads run along the contiguous axis: pixels for NCHW inputs,
+    channels (vectorised) for channels_last; weights along their packed output channels, the
+    whole packed weight once per program from L2.
+    Grid: (cdiv(W, TX), cdiv(H, BLOCK_P // TX), B * cdiv(C_OUT, BLOCK_N)).
+    """
+    TY: tl.constexpr = BLOCK_P // TX
+    acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    # which pixels (a TY x TX tile), which output channels (a block of BLOCK_N) and which image
+    n_blocks = tl.cdiv(C_OUT, BLOCK_N)
+    b = (tl.program_id(2) // n_blocks).to(tl.int64)
+    n = (tl.program_id(2) % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < C_OUT
+    p = tl.arange(0, BLOCK_P)
+    y = tl.program_id(1) * TY + p // TX
+    x = tl.program_id(0) * TX + p % TX
+    rows, cols = tap_masks(y, x, H, W, 1, 3, True)
+    pix = (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None]
+    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
+    for i0 in range(0, C_IN, BLOCK_K):
+        i = i0 + tl.arange(0, BLOCK_K)
+        i_ok = i < C_IN
+        # one pointer tile at the window's top-left tap, stepped across the 9 taps
+        a_ptrs = x_ptr + b * stride_xb + i.to(tl.int64)[None, :] * stride_xc + pix - stride_xh - stride_xw
+        w_ptrs = w_ptr + i.to(tl.int64)[:, None] * stride_wi + n[None, :] * stride_wo
+        for t in tl.static_range(9):
+            inside = rows[t // 3] & cols[t % 3]
+            a = tl.load(a_ptrs, mask=inside[:, None] & i_ok[None, :], other=0.0)
+            wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * stride_wt, mask=i_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
+            a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
+    # epilogue: the optional terms, then one store
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(acc_dtype)[None, :]
+    if HAS_TAP_BIAS:
+        for t in tl.static_range(9):
+            tb = tl.load(tap_bias_ptr + t * stride_tb + n, mask=n_ok, other=0.0).to(acc_dtype)
+            acc += tl.where((rows[t // 3] & cols[t % 3])[:, None], tb[None, :], 0.0)
+    p_ok = (y < H) & (x < W)
+    io = p_ok[:, None] & n_ok[None, :]
+    ly = (y // SCALE).to(tl.int64)
+    lx = (x // SCALE).to(tl.int64)
+    if HAS_LO:
+        acc += tl.load(lo_ptr + b * stride_lb + (ly * stride_lh + lx * stride_lw)[:, None] + n[None, :] * stride_lc,
+                       mask=io, other=0.0).to(acc_dtype)
+    if HAS_ADD:
+        extra = tl.load(add_ptr + b * stride_ab + (y.to(tl.int64) * stride_ah + x.to(tl.int64) * stride_aw)[:, None]
+                        + n.to(tl.int64)[None, :] * stride_ac, mask=io, other=0.0).to(acc_dtype)
+        if GATED_ADD:
+            gl = tl.load(gate_ptr + b * stride_gb + ly * stride_gh + lx * stride_gw, mask=p_ok, other=0.0).to(acc_dtype)
+            extra = extra / (1.0 + tl.exp(-gl))[:, None]
+        acc += extra
+    tl.store(out_ptr + b * stride_ob + (y.to(tl.int64) * stride_oh + x.to(tl.int64) * stride_ow)[:, None]
+             + n.to(tl.int64)[None, :] * stride_oc, acc.to(out_ptr.dtype.element_ty), mask=io)
+
+
+def conv3x3_config(x: torch.Tensor, c_out: int, target) -> dict:
+    """Tile sizes for ``conv3x3_kernel`` from static properties only (channels, layout, target),
+    so a traced or exported call makes no guard on the spatial sizes.
+
+    128 pixels (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
+    traffic against 64 (each program streams the whole packed weight from L2); 8 warps and no
+    software pipelining (num_stages=1) keep it at 128 registers and 16 KB of shared memory on
+    sm_90; sm_80's ptxas caps 8-warp programs at 80 registers and spills, so there 4 warps hold
+    the tile and at most 32 output channels (mma.sync keeps the accumulator and both operands in
+    registers).
+    """
+    hopper = target.arch >= 90
+    return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(32, next_pow2(x.shape[1], 16)),
+                BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), num_warps=8 if hopper else 4, num_stages=1)
+
+
+def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, add=None, gate=None,
+            scale=1):
+    """Launch ``conv3x3_kernel`` writing ``out`` (B, c_out, H, W); returns ``out``.
+    ``w_strides``: (tap, in, out) element strides of ``w``. ``gate``: (B, H', W') view."""
+    b, c_in, h, wd = x.shape
+    if out.numel() == 0:
+        return out
+    target = target_of(x)
+    cfg = conv3x3_config(x, c_out, target)
+    grid = (cdiv(wd, cfg["TX"]), cdiv(h, cfg["BLOCK_P"] // cfg["TX"]), b * cdiv(c_out, cfg["BLOCK_N"]))
+    wrap_triton(conv3x3_kernel)[grid](
+        x, w, out, bias, tap_bias, lo, add, gate,
+        c_in, c_out, h, wd,
+        *x.stride(), *w_strides, *out.stride(), *strides(lo), *strides(add), *strides(gate, 3),
+        tap_bias.stride(0) if tap_bias is not None else 0,
+        SCALE=scale, FLIP=flip, HAS_BIAS=bias is not None, HAS_TAP_BIAS=tap_bias is not None,
+        HAS_LO=lo is not None, HAS_ADD=add is not None, GATED_ADD=gate is not None,
+        ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,
+    )
+    return out
+
+
+def conv3x3_input_grad(g, w, c_out, out, *, add=None, gate=None, scale=1):
+    """The gradient of a 3x3's input from its output gradient ``g`` (B, N, H, W) and the weights
+    ``w`` (9, C, KP) (tap, in, out): the transposed convolution, ``w`` read transposed and
+    flipped (strides, no copy). Adds ``add`` (times sigmoid(``gate``) when given) in the
+    epilogue; writes ``out`` (may be ``add``)."""
+    return conv3x3(g, w, (w.stride(0), w.stride(2), w.stride(1)), c_out, out, flip=True, add=add, gate=gate,
+                   scale=scale)
+
+
+@triton.jit
+def conv3x3_weight_grad_kernel(
+    g_ptr, x_ptr, part_ptr, tap_part_ptr,
+    N, C, H, W, ROWS,
+    stride_gb, stride_gc, stride_gh, stride_gw,
+    stride_xb, stride_xc, stride_xh, stride_xw,
+    ACC_FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    TX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, NP: tl.constexpr,
+):
+    """Partial weight gradient of a 3x3 'same' convolution over one chunk of pixels:
+      part[chunk, t, c, n] = sum_{p in chunk} x[b, c, p + t] * g[b, n, p]       (all 9 taps t)
+      tap_part[chunk, t, n] = sum_{p in chunk, p + t in image} g[b, n, p]      (channel block 0)
+    A chunk is ROWS rows of one image (b = chunk // cdiv(H, ROWS)). Each gradient tile is read
+    once for all 9 taps (the 9 accumulators are a tuple: a register array); the input tile is
+    requested per tap (its 8 shifted requests hit L1). No atomics: the caller sums the chunks
+    in a fixed order.
+
+    g_ptr: gradient (B, N, H, W), any strides, N <= NP; cast to x's dtype for the dot (fp32
+    stays fp32: TF32 or IEEE as INPUT_PRECISION says). x_ptr: the convolution's input
+    (B, C, H, W), any strides. part_ptr: (n_chunks, 9, C, NP) contiguous fp32 (fp64).
+    tap_part_ptr: (n_chunks, 9, NP) contiguous. Tile: BLOCK_P pixels as (BLOCK_P // TX) rows
+    x TX columns; BLOCK_C input channels (the dot's M) x NP (N). Grid: (n_chunks, cdiv(C, BLOCK_C)).
+    """
+    TY: tl.constexpr = BLOCK_P // TX
+    acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    chunk = tl.program_id(0)
+    row_chunks = tl.cdiv(H, ROWS)
+    b = (chunk // row_chunks).to(tl.int64)
+    r0 = (chunk % row_chunks) * ROWS
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    n = tl.arange(0, NP)
+    n_ok = n < N
+    p = tl.arange(0, BLOCK_P)
+    accs = ()  # accs[t]: the (BLOCK_C, NP) gradient of tap t
+    for t in tl.static_range(9):
+        accs = accs + (tl.zeros((BLOCK_C, NP), acc_dtype),)
+    taps = ()  # taps[t]: the gradient summed over the pixels whose tap t is in the image
+    for t in tl.static_range(9):
+        taps = taps + (tl.zeros((NP,), acc_dtype),)
+    for y0 in range(r0, r0 + ROWS, TY):
+        for x0 in range(0, W, TX):
+            y = y0 + p // TX
+            x = x0 + p % TX
+            p_ok = (y < r0 + ROWS) & (y < H) & (x < W)
+            rows, cols = tap_masks(y, x, H, W, 1, 3, True)
+            gt = tl.load(g_ptr + b * stride_gb + (y.to(tl.int64) * stride_gh + x.to(tl.int64) * stride_gw)[:, None]
+                         + n[None, :] * stride_gc, mask=p_ok[:, None] & n_ok[None, :], other=0.0)
+            a_ptrs = (x_ptr + b * stride_xb + c.to(tl.int64)[None, :] * stride_xc
+                      + (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None] - stride_xh - stride_xw)
+            new = ()
+            for t in tl.static_range(9):
+                inside = rows[t // 3] & cols[t % 3]
+                a = tl.load(a_ptrs, mask=(p_ok & inside)[:, None] & c_ok[None, :], other=0.0)
+                new = new + (tl.dot(tl.trans(a), gt.to(a.dtype), accs[t], input_precision=INPUT_PRECISION,
+                                    out_dtype=acc_dtype),)
+                a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
+            accs = new
+            if tl.program_id(1) == 0:
+                sums = ()
+                for t in tl.static_range(9):
+                    inside = p_ok & rows[t // 3] & cols[t % 3]
+                    sums = sums + (taps[t] + tl.sum(tl.where(inside[:, None], gt.to(acc_dtype), 0.0), 0),)
+                taps = sums
+    out = part_ptr + chunk.to(tl.int64) * 9 * C * NP + c.to(tl.int64)[:, None] * NP + n[None, :]
+    for t in tl.static_range(9):
+        tl.store(out + t * C * NP, accs[t], mask=c_ok[:, None] & (n < NP)[None, :])
+    if tl.program_id(1) == 0:
+        for t in tl.static_range(9):
+            tl.store(tap_part_ptr + (chunk * 9 + t) * NP + n, taps[t])
+
+
+def weight_grad_config(x: torch.Tensor, np_: int, target) -> dict:
+    """Tiles of ``conv3x3_weight_grad_kernel`` (static properties only). sm_90: 64 input
+    channels x NP per accumulator (the dot's M = 64 takes wgmma), 9 accumulators over 8 warps.
+    sm_80 (mma.sync keeps both operands in registers): 16 x NP over 4 warps, one row of 32
+    pixels a step (16 in float32 or channels_last: what compiles there without spills)."""
+    if target.arch >= 90:
+        return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=64, BLOCK_C=min(64, next_pow2(x.shape[1], 16)),
+                    NP=np_, num_warps=8, num_stages=1)
+    block_p = 32 if x.element_size() <= 2 and not channel_fast(x) else 16
+    return dict(TX=block_p, BLOCK_P=block_p, BLOCK_C=16, NP=np_, num_warps=4, num_stages=1)
+
+
+def conv3x3_weight_grad(g, x):
+    """Partials (n_chunks, 9, C, NP) and tap sums (n_chunks, 9, NP) of the weight gradient of a
+    3x3 with input ``x`` (B, C, H, W) and output gradient ``g`` (B, N, H, W), NP = N rounded up to
+    a power of two >= 16; n_chunks = B * cdiv(H, WGRAD_ROWS)."""
+    b, n, h, w = g.shape
+    c = x.shape[1]
+    np_ = next_pow2(n, 16)
+    acc = accumulator_dtype(x.dtype)
+    n_chunks = b * cdiv(h, WGRAD_ROWS)
+    part = torch.empty((n_chunks, 9, c, np_), dtype=acc, device=x.device)
+    taps = torch.empty((n_chunks, 9, np_), dtype=acc, device=x.device)
+    if n_chunks == 0:
+        return part, taps
+    target = target_of(x)
+    cfg = weight_grad_config(x, np_, target)
+    wrap_triton(conv3x3_weight_grad_kernel)[(n_chunks, cdiv(c, cfg["BLOCK_C"]))](
+        g, x, part, taps, n, c, h, w, WGRAD_ROWS, *g.stride(), *x.stride(),
+        ACC_FP64=acc == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,
+    )
+    return part, taps

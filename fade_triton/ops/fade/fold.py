@@ -1,0 +1,93 @@
+"""The semi-shift weights prepared for the Triton kernels: the 1x1 compressors folded into the
+shared 3x3, padded and in the compute dtype; and the cache that prepares them once per weight
+version. No triton import (the modules hold the cache)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..helpers import accumulator_dtype, next_pow2
+
+
+class PackedWeights(NamedTuple):
+    """The semi-shift weights, folded and laid out for ``tl.dot`` (KP = K2 + 1 rounded up to
+    a power of two >= 16; padding is zero).
+
+    w_hi: (9, C, KP) compute dtype, ``Wk`` folded with ``We``. w_lo: (9, C, KP), ``Wk`` folded
+    with ``Wd``; channel K2 is the gate 1x1 (centre tap only). tap_bias: (9, KP) ``Wk . be``
+    per tap (counted only where the tap lands inside the image). bias_hi: (KP,) ``bk``.
+    bias_lo: (KP,) ``bk``, with the gate bias at channel K2. Biases fp32 (fp64 for fp64).
+    """
+
+    w_hi: torch.Tensor
+    w_lo: torch.Tensor
+    tap_bias: torch.Tensor
+    bias_hi: torch.Tensor
+    bias_lo: torch.Tensor
+
+
+def padded_channels(k2: int) -> int:
+    """KP: the K2 logit channels plus the gate, rounded up to a power of two (>= 16 for tl.dot)."""
+    return next_pow2(k2 + 1, 16)
+
+
+@torch.no_grad()
+def pack_weights(weights: tuple, dtype: torch.dtype) -> PackedWeights:
+    """Fold the 1x1 compressors of ``weights`` (gate w, gate b, We, be, Wd, Wk, bk) into the 3x3
+    content encoder (FADE and FADE-Lite alike) and pack for the kernels, in ``dtype`` (the compute
+    dtype). A handful of small torch ops: run once per weight version (``FoldedWeightCache``)."""
+    gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias = weights
+    acc = accumulator_dtype(dtype)
+    k2, c = kernel_weight.shape[0], en_weight.shape[1]
+    kp = padded_channels(k2)
+    wk = kernel_weight.to(acc).flatten(2)  # (K2, E or 1, 9)
+    we, wd, be = en_weight.to(acc).flatten(1), de_weight.to(acc).flatten(1), en_bias.to(acc)
+    if kernel_weight.shape[1] == 1 and en_weight.shape[0] == k2 > 1:  # FADE-Lite: depthwise 3x3
+        w_hi, w_lo = wk.permute(2, 0, 1) * we, wk.permute(2, 0, 1) * wd  # (9, K2, C)
+        tap_bias = wk[:, 0].t() * be  # (9, K2)
+    else:
+        w_hi, w_lo = torch.einsum("ket,ec->tkc", wk, we), torch.einsum("ket,ec->tkc", wk, wd)
+        tap_bias = torch.einsum("ket,e->tk", wk, be)
+    w_hi_p = w_hi.new_zeros((9, c, kp))
+    w_lo_p = w_hi.new_zeros((9, c, kp))
+    w_hi_p[:, :, :k2] = w_hi.transpose(1, 2)
+    w_lo_p[:, :, :k2] = w_lo.transpose(1, 2)
+    w_lo_p[4, :, k2] = gate_weight.to(acc).flatten()
+    tap_bias_p = w_hi.new_zeros((9, kp))
+    tap_bias_p[:, :k2] = tap_bias
+    bias_hi = w_hi.new_zeros(kp)
+    bias_hi[:k2] = kernel_bias.to(acc)
+    bias_lo = bias_hi.clone()
+    bias_lo[k2] = gate_bias.to(acc)[0]
+    return PackedWeights(w_hi_p.to(dtype), w_lo_p.to(dtype), tap_bias_p, bias_hi, bias_lo)
+
+
+class FoldedWeightCache:
+    """The folded weights of one module, prepared once per weight version.
+
+    The key holds each weight's storage, version counter (bumped by optimizer steps,
+    ``load_state_dict`` and any in-place change), dtype and device, and the compute dtype; the
+    cache pins the storages it was made from, so their memory cannot be reused under the same
+    address. Under torch.compile / export the preparation is traced instead (a few small ops in
+    the graph), and inference tensors (no version counter) are not cached.
+    """
+
+    def __init__(self):
+        self._entry = None  # (key, pinned weights, PackedWeights)
+
+    def get(self, weights: tuple, dtype: torch.dtype) -> PackedWeights:
+        if torch.compiler.is_compiling():
+            return pack_weights(weights, dtype)
+        try:
+            key = (dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights))
+        except RuntimeError:  # inference tensors have no version counter
+            return pack_weights(weights, dtype)
+        if self._entry is None or self._entry[0] != key:
+            self._entry = (key, [w.detach() for w in weights], pack_weights(weights, dtype))
+        return self._entry[2]
+
+    @property
+    def packed(self) -> PackedWeights | None:
+        """What the last ``get`` returned from the cache (None before the first)."""
+        return None if self._entry is None else self._entry[2]

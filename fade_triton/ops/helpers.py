@@ -1,0 +1,122 @@
+"""Host-side helpers shared by every operator's launchers: the compile target, sizes, strides,
+layouts, accumulator dtype and dot precision. No triton import: the eager paths use it too."""
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensor
+
+from ..backend import float32_conv_precision
+from ..checks import autocast_enabled
+
+
+class Target(NamedTuple):
+    """What the kernels are launched for; the tile choices read it, nothing else.
+
+    arch: compute capability the tiles are chosen for (90: H100/H200, 80: A100). What compiles
+        without spills on sm_90 is not always what does on sm_80 (the compile report checks both).
+    interpreter: Triton's CPU interpreter runs the kernels. Its cost is per operation, not per
+        element, so the launchers pick wider channel blocks there (the same code, run faster),
+        and float32 dot products are IEEE (there is no TF32 on a CPU).
+    """
+
+    arch: int = 90
+    interpreter: bool = False
+
+
+# Set only inside ``fade_triton.testing.simulated_gpu`` (the compile report, host-time and tile tests):
+# CPU tensors are then launched as for a GPU of that target. None: the tensors' own device decides.
+# A module attribute (read by torch.compile as a guarded constant), not a ContextVar it cannot trace.
+SIMULATED_TARGET: Target | None = None
+
+
+def target_of(t: torch.Tensor) -> Target:
+    """The target a launch on ``t`` runs on: its GPU's compute capability, or the interpreter for
+    CPU tensors (the only way the Triton backend runs on them), unless a simulated GPU is set."""
+    if SIMULATED_TARGET is not None:
+        return SIMULATED_TARGET
+    if t.is_cuda:
+        major, minor = torch.cuda.get_device_capability(t.device)
+        return Target(10 * major + minor, interpreter=False)
+    return Target(90, interpreter=True)
+
+
+def cdiv(a, b):
+    """Ceiling division on the host (``triton.cdiv`` is a jitted function: several microseconds a
+    call from Python); works on SymInts without guards."""
+    return -(-a // b)
+
+
+def next_pow2(n: int, minimum: int = 1) -> int:
+    """Smallest power of two >= max(n, minimum)."""
+    n = max(int(n), minimum)
+    return 1 << (n - 1).bit_length()
+
+
+def strides(t: torch.Tensor | None, n: int = 4) -> tuple:
+    """``t.stride()``, or ``n`` zeros for an absent optional tensor (its kernel flag is off)."""
+    return t.stride() if t is not None else (0,) * n
+
+
+def channel_fast(t: torch.Tensor) -> bool:
+    """Whether ``t``'s channels are its contiguous axis (channels_last and alike): the kernels then
+    load channel vectors, else pixel rows. Read from strides only, never from spatial sizes."""
+    return t.stride(1) == 1 and t.shape[1] > 1
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels_last tensor, else contiguous: the layout outputs and gradients
+    are allocated in (channels_last in, channels_last out, as torch's convolutions do)."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types and float32, float64 for float64 (SPEC.md, Precision). (A comparison,
+    not ``torch.promote_types``: that is an aten op, which the launch-budget test counts.)"""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dot_precision(dtype: torch.dtype, target: Target) -> str:
+    """``tl.dot`` input precision: TF32 for float32 exactly when PyTorch would use it for a
+    convolution (``fade_triton.backend.float32_conv_precision``) and the kernels run on a GPU;
+    IEEE otherwise (and for every other dtype, where it does not apply)."""
+    if dtype == torch.float32 and not target.interpreter and float32_conv_precision() == "tf32":
+        return "tf32"
+    return "ieee"
+
+
+def device_guard(t: torch.Tensor):
+    """Launch on the tensor's own GPU (Triton launches on the current device)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def launches_skipped(t: torch.Tensor) -> bool:
+    """True for fake and meta tensors: an operator then runs for its output shapes only (shape
+    propagation, torch.export) and launches nothing. Under torch.compile the operator's
+    implementation is traced with functional tensors instead, and its launches are recorded."""
+    return t.device.type == "meta" or isinstance(t, FakeTensor)
+
+
+def autocast_inputs(*tensors):
+    """Under autocast, float32 tensors in the autocast dtype (as a convolution would cast them);
+    the operators then run with autocast off (``autocast_off``). Otherwise the tensors as they are."""
+    device_type = tensors[0].device.type
+    if not autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = tuple(t.to(dtype) if t.dtype == torch.float32 else t for t in tensors)
+    if len({t.dtype for t in cast}) > 1:
+        raise TypeError(f"under autocast, the inputs and weights must be float32 or {dtype}, "
+                        f"got {sorted({str(t.dtype) for t in tensors})}")
+    return cast
+
+
+def autocast_off(device_type: str):
+    """Autocast switched off for an operator call (a no-op where autocast is not on)."""
+    if autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
