@@ -61,7 +61,8 @@ def dynamic_shapes(kind):
 
 
 # ----------------------------------------------------------------------------- torch.export
-@pytest.mark.parametrize("kind,backend", [("fade", "torch"), ("lite", "naive"), ("carafe", "auto")])
+@pytest.mark.parametrize("kind,backend", [pytest.param("fade", "torch", marks=pytest.mark.slow), ("lite", "naive"),
+                                          ("carafe", "auto")])
 def test_torch_export_with_dynamic_shapes(kind, backend):
     model, reference = build(kind, backend)
     program = torch.export.export(model, inputs(kind, *EXAMPLE), dynamic_shapes=dynamic_shapes(kind))
@@ -241,7 +242,7 @@ def test_flop_counter_reports_the_formula_on_every_backend(kind, backend):
 
 
 @pytest.mark.parametrize("backend", ["naive", "torch", "triton"])
-@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("groups", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_flop_counter_reports_carafe(groups, backend):
     b, c, h, w, k, s = 2, 6, 3, 4, 5, 2
     x = torch.randn(b, c, h, w, requires_grad=True)

@@ -95,6 +95,7 @@ def test_gradcheck_fade(backend, lite):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["naive", "torch"])
 def test_gradcheck_carafe(backend):
     x = torch.randn(1, 4, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -113,7 +114,8 @@ def test_fade_half_precision_pure_pytorch(backend, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("scale,crop", [(2, (1, 1)), (3, (2, 1)), (4, (0, 3))], ids=["s2-1-1", "s3-2-1", "s4-0-3"])
+@pytest.mark.parametrize("scale,crop", [(2, (1, 1)), pytest.param(3, (2, 1), marks=pytest.mark.slow),
+                                        pytest.param(4, (0, 3), marks=pytest.mark.slow)], ids=["s2-1-1", "s3-2-1", "s4-0-3"])
 def test_encoder_smaller_than_scale_times_decoder(backend, scale, crop, poisoned):
     """A backbone fed a size that is not a multiple of its stride gives en smaller than
     scale x de by less than scale (65 -> 129): nearest-upsample-then-crop, output of en's size."""

@@ -68,7 +68,7 @@ def test_fade_triton_end_to_end(shape, lite, dtype, poisoned):
     assert_close_rel(out, ref.fade(en, de, *(wts[n] for n in WEIGHT_NAMES), s), TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, *(pytest.param(d, marks=pytest.mark.slow) for d in HALF_DTYPES)], ids=str)
 @pytest.mark.parametrize("k,groups,scale", [(5, 4, 2), (3, 2, 3), (7, 1, 1)])
 def test_carafe_kernel_groups(k, groups, scale, dtype, poisoned):
     x = torch.randn(2, 72, 5, 6).to(dtype)

@@ -16,6 +16,9 @@ KERNEL_SHAPE_IDS = ["b{}c{}h{}w{}s{}k{}e{}".format(*s) for s in KERNEL_SHAPES]
 # in the quick lane (python -m pytest -m "not slow")
 KERNEL_SHAPE_PARAMS = [pytest.param(s, id=i, marks=[pytest.mark.slow] if s[1] > 8 else [])
                        for s, i in zip(KERNEL_SHAPES, KERNEL_SHAPE_IDS)]
+# the backward's quick lane keeps the last (smallest) shape only
+KERNEL_SHAPE_PARAMS_BWD = [pytest.param(s, id=i, marks=[pytest.mark.slow] if s != KERNEL_SHAPES[-1] else [])
+                           for s, i in zip(KERNEL_SHAPES, KERNEL_SHAPE_IDS)]
 WEIGHT_NAMES = ("gate_weight", "gate_bias", "en_weight", "en_bias", "de_weight", "kernel_weight", "kernel_bias")
 
 
