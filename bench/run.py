@@ -16,6 +16,7 @@ memory and speed-up against channels. --memory-only measures peak memory alone (
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import importlib
 import re
@@ -91,11 +92,12 @@ def measure_one(provider, case, device, reference, timing: bool = True) -> dict:
     return {**row, "status": "ok"}
 
 
-def attach_compile_report(out_dir: Path, device: torch.device) -> Path | None:
-    """The compile report beside GPU timings: on a CUDA device, copy the newest committed compile
+def attach_compile_report(out_dir: Path, device: torch.device, rows: list[dict]) -> Path | None:
+    """The compile report beside the Triton kernels' timings: copy the newest committed compile
     report (``bench.tools.aot.summary_for_results()``: per-kernel registers, spills, occupancy)
-    to ``out_dir/compile_report.csv``. A CPU run times no kernel, so it gets none."""
-    if device.type != "cuda":
+    to ``out_dir/compile_report.csv`` where it applies: on a CUDA device whose architecture
+    the report covers, in a run that timed the ``triton`` provider. Otherwise none is copied."""
+    if device.type != "cuda" or not any(r["provider"] == "triton" and r["status"] == "ok" for r in rows):
         return None
     try:
         aot = importlib.import_module("bench.tools.aot")
@@ -107,6 +109,10 @@ def attach_compile_report(out_dir: Path, device: torch.device) -> Path | None:
     source = summary() if summary else None
     if not source:
         return None
+    arch = "sm_{}{}".format(*torch.cuda.get_device_capability(device))
+    with open(source, newline="") as f:
+        if not any(r.get("arch") == arch for r in csv.DictReader(f)):
+            return None
     shutil.copyfile(source, out_dir / "compile_report.csv")
     return out_dir / "compile_report.csv"
 
@@ -167,7 +173,7 @@ def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[
     written = plot_all(rows, env, out_dir) if plots else []
     if plots and not written:
         print(f"no plot: {no_plot_reason(rows)}")
-    report = attach_compile_report(out_dir, device)
+    report = attach_compile_report(out_dir, device, rows)
     print_summary(rows, env, skipped, out_dir, written + ([report] if report else []))
     return rows
 
@@ -204,23 +210,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="write results.csv and env.json only, no PNGs")
     p.add_argument("--memory-only", action="store_true",
                    help="measure peak memory only (outputs still checked; no timing, no machine rates)")
-    cases = p.add_argument_group("case options", "each replaces its axis in every case of --preset (without "
-                                 "--preset: in B=1, C=32, E=64, K=5, 32^2 -> 64^2, float32, NCHW, FADE, fwd); "
-                                 "lists multiply")
+    cases = p.add_argument_group("case options", textwrap.fill(
+        "each replaces its axis in every case of --preset (without --preset: in B=1, C=32, E=64, K=5, "
+        "32^2 -> 64^2, float32, NCHW, FADE, fwd); lists multiply", 100, initial_indent="  ", subsequent_indent="  "))
     choices = {"dtype": DTYPES, "layout": LAYOUTS, "op": tuple(OPS), "mode": MODES}
     for field, flag in FLAGS.items():
         cases.add_argument(flag, dest=field, nargs="+", type=str if field in choices else int,
                            choices=choices.get(field), default=None, metavar="NAME" if field in choices else "N",
-                           help=AXIS_HELP.get(field, "") + (f"from {', '.join(choices[field])}" if field in choices
-                                                             else ""))
+                           help=AXIS_HELP[field] + (f"from {', '.join(choices[field])}" if field in choices else ""))
     return p
 
 
 # Case field -> its option; what a numeric option means where its name does not say
 FLAGS = {"size": "--sizes", "channels": "--channels", "batch": "--batch", "kernel": "--kernel", "scale": "--scale",
          "embed": "--embed", "dtype": "--dtypes", "layout": "--layouts", "op": "--ops", "mode": "--modes"}
-AXIS_HELP = {"size": "decoder H = W (the output is --scale times larger)", "kernel": "reassembly kernel size K (odd)",
-             "embed": "FADE's embedding width E (FADE-Lite has none)", "channels": "C of both features"}
+AXIS_HELP = {"size": "decoder H = W (the output is --scale times larger)", "channels": "C of both features",
+             "batch": "batch size B", "kernel": "reassembly kernel size K (odd)", "scale": "upsampling factor",
+             "embed": "FADE's embedding width E (FADE-Lite has none)", "dtype": "dtypes, ", "layout": "layouts, ",
+             "op": "operators, ", "mode": "fwd (forward, no_grad) and/or fwd+bwd (forward and backward), "}
 
 
 def cases_from(args) -> tuple[list, str]:
