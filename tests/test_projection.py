@@ -56,6 +56,9 @@ def test_state_dict_parameters_and_flops(project):
     assert {k: tuple(v.shape) for k, v in module.state_dict().items()} == expected
     assert sum(p.numel() for p in module.parameters()) == 129 * c + 14490 + C_EN * C_DE + c
     assert (module.de_proj if project == "de" else module.en_proj).bias.abs().sum() == 0
+    official = ft.FADE(c).state_dict()  # an official checkpoint loads, leaving the projection as it was
+    assert set(module.load_state_dict(official, strict=False).missing_keys) == set(proj)
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in official.items())
     en, de = torch.randn(B, C_EN, S * H, S * W), torch.randn(B, C_DE, H, W)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(en, de)

@@ -11,6 +11,7 @@ quotes them. On CPU the module runs the ``torch`` backend.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -60,12 +61,17 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=16, help="decoder H = W (upsampled x2)")
     p.add_argument("--export", action="store_true", help="also time a dynamo ONNX export (the [export] extra)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
     args = p.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; FADE E=64 K=5, B={args.batch}, "
-          f"{args.size}^2 -> {2 * args.size}^2, float32")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU ({os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} at the start); FADE E=64 K=5, B={args.batch}, {args.size}^2 -> {2 * args.size}^2, "
+          "float32")
     for c in args.channels:
         row = measure(c, args.batch, args.size, args.export)
-        print(f"C={c}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items()), flush=True)
+        print(f"C={c}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
+              + f" (load average {os.getloadavg()[0]:.1f} at the end)", flush=True)
 
 
 if __name__ == "__main__":
