@@ -149,17 +149,13 @@ def with_axes(cases: list[Case], **axes) -> list[Case]:
     case's ``sweep`` is set anew from what the list varies: that axis's name when exactly one
     varies, "single" when none does, "mixed" when several do (no plot can show those)."""
     given = {k: tuple(v) for k, v in axes.items() if v}
-    out = {}
-    for base in cases:
-        for values in itertools.product(*given.values()):
-            case = replace(base, **dict(zip(given, values)))
-            out.setdefault(replace(case, sweep=""), case)
-    cases = list(out.values())
+    cases = [replace(base, **dict(zip(given, values)))
+             for base in cases for values in itertools.product(*given.values())]
     if set(given) & set(SWEEP_AXES):
         varying = [name for field, name in SWEEP_AXES.items() if len({getattr(c, field) for c in cases}) > 1]
         sweep = varying[0] if len(varying) == 1 else "mixed" if varying else "single"
         cases = [replace(c, sweep=sweep) for c in cases]
-    return cases
+    return list(dict.fromkeys(cases))  # a case kept once per sweep it belongs to
 
 
 # name -> what it measures and how long it takes; ``python -m bench --help`` prints these.

@@ -230,8 +230,9 @@ AXIS_HELP = {"size": "decoder H = W (the output is --scale times larger)", "chan
              "op": "operators, ", "mode": "fwd (forward, no_grad) and/or fwd+bwd (forward and backward), "}
 
 
-def cases_from(args) -> tuple[list, str]:
-    """The case list the arguments ask for and a name for the run folder."""
+def cases_from(args, device: torch.device) -> tuple[list, str]:
+    """The case list the arguments ask for (the default preset is ``device``'s) and a name for
+    the run folder."""
     axes = {field: getattr(args, field) for field in FLAGS if getattr(args, field)}
     for field, values in axes.items():
         odd = field == "kernel"
@@ -239,7 +240,7 @@ def cases_from(args) -> tuple[list, str]:
             raise SystemExit(f"{FLAGS[field]}: every value must be a positive{' odd' if odd else ''} integer, "
                              f"got {list(values)}")
     if args.preset or not axes:
-        name = args.preset or ("gpu" if args.device_type == "cuda" else "quick")
+        name = args.preset or ("gpu" if device.type == "cuda" else "quick")
         return with_axes(preset(name), **axes), name + ("-custom" if axes else "")
     return with_axes([CUSTOM_BASE], **axes), "custom"
 
@@ -250,7 +251,6 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    args.device_type = device.type
-    cases, name = cases_from(args)
+    cases, name = cases_from(args, device)
     run(cases, args.providers, device, args.out or default_out_dir(device, name),
         plots=not args.no_plots, argv=argv, timing=not args.memory_only)

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from bench import measure, run
 from bench.cases import CUSTOM_BASE, preset, with_axes
 
@@ -16,9 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cases(argv):
-    args = run.parser().parse_args(argv)
-    args.device_type = "cpu"
-    return run.cases_from(args)
+    return run.cases_from(run.parser().parse_args(argv), torch.device("cpu"))
 
 
 def test_case_options_compose_into_a_case_list():
@@ -34,7 +33,8 @@ def test_case_options_compose_into_a_case_list():
     # replacing a numeric axis of a preset that sweeps another: both vary, no single axis to plot
     assert {c.sweep for c in _cases(["--preset", "quick", "--batch", "1", "2"])[0]} == {"mixed"}
     assert {c.sweep for c in _cases(["--preset", "quick", "--sizes", "16"])[0]} == {"single"}
-    assert {c.sweep for c in preset("gpu")} == {"resolution", "channels", "batch"}  # committed runs' names
+    gpu, _ = _cases(["--preset", "gpu"])  # a preset alone: its cases as they are, shared ones in each sweep
+    assert gpu == preset("gpu") and {c.sweep for c in gpu} == {"resolution", "channels", "batch"}
     # duplicates made by a replaced axis are dropped
     assert len(with_axes(preset("quick"), size=(8,), layout=("nchw",))) == 4
 
