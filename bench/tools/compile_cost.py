@@ -1,6 +1,7 @@
 """What compiling and exporting FADE costs on this machine: ``python -m bench.tools.compile_cost``.
 
 For each channel count: the wall time of the first ``torch.compile(FADE(C), fullgraph=True)``
+(``--backend``, default inductor)
 forward + backward (the compile), then the median time per forward + backward of the eager
 module and of the compiled one (``bench.measure.cpu_latency``'s stopping rule, on whatever
 device is asked for), and, with ``--export``, the wall time of a dynamo ONNX export of the
@@ -31,7 +32,7 @@ def fwd_bwd(module, en, de, grad):
     return step
 
 
-def measure(channels: int, batch: int, size: int, export: bool) -> dict:
+def measure(channels: int, batch: int, size: int, export: bool, backend: str = "inductor") -> dict:
     """Compile time, eager and compiled ms per forward + backward, and optionally ONNX export time."""
     torch.manual_seed(0)
     module = ft.FADE(channels)
@@ -39,7 +40,7 @@ def measure(channels: int, batch: int, size: int, export: bool) -> dict:
     de = torch.randn(batch, channels, size, size, requires_grad=True)
     grad = torch.randn_like(en)
     torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True)
+    compiled = torch.compile(module, fullgraph=True, backend=backend)
     t0 = time.perf_counter()
     fwd_bwd(compiled, en, de, grad)()
     row = {"compile_s": time.perf_counter() - t0,
@@ -61,6 +62,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=16, help="decoder H = W (upsampled x2)")
     p.add_argument("--export", action="store_true", help="also time a dynamo ONNX export (the [export] extra)")
+    p.add_argument("--backend", default="inductor", help="torch.compile backend (aot_eager: no code generation)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
     args = p.parse_args(argv)
     if args.threads:
@@ -69,7 +71,7 @@ def main(argv=None):
           f"{os.getloadavg()[0]:.1f} at the start); FADE E=64 K=5, B={args.batch}, {args.size}^2 -> {2 * args.size}^2, "
           "float32")
     for c in args.channels:
-        row = measure(c, args.batch, args.size, args.export)
+        row = measure(c, args.batch, args.size, args.export, args.backend)
         print(f"C={c}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
               + f" (load average {os.getloadavg()[0]:.1f} at the end)", flush=True)
 
