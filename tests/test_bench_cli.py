@@ -3,6 +3,7 @@ whichever axis a run sweeps (or the printed reason for none), and ``bench`` as a
 package."""
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -88,8 +89,15 @@ def test_bench_is_importable_from_the_built_package(tmp_path):
     """pyproject packages bench: a wheel built from the tree holds it, and `python -m bench`
     runs from another folder with nothing but that wheel on the path (pure Python: importable
     from the zip)."""
+    source = tmp_path / "source"  # a copy: setuptools builds in the source folder, leaving build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("fade_triton", "bench"):
+        shutil.copytree(ROOT / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "results", "mmcv_carafe_ext"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, cwd=tmp_path)
+                    str(tmp_path), str(source)], check=True, cwd=tmp_path)
     wheel = next(tmp_path.glob("fade_triton-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"bench/run.py", "bench/__main__.py", "bench/tools/aot.py"} <= set(names)
