@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -134,6 +134,28 @@ def _grid(sweep, ops=("fade", "fade_lite"), modes=MODES, dtypes=("float32",), ba
           sizes=(64,), layouts=("nchw",)):
     return [Case(op, b, c, s, dt, m, sweep=sweep, layout=lay)
             for lay, op, m, dt, b, c, s in itertools.product(layouts, ops, modes, dtypes, batch, channels, sizes)]
+
+
+# The axes a case list can sweep: Case field -> the name ``Case.sweep`` and the plots give it.
+SWEEP_AXES = {"size": "resolution", "channels": "channels", "batch": "batch", "kernel": "kernel", "scale": "scale",
+              "embed": "embed"}
+# The case ``python -m bench``'s case options start from without --preset (each option replaces its axis).
+CUSTOM_BASE = Case(op="fade", batch=1, channels=32, size=32, sweep="single")
+
+
+def with_axes(cases: list[Case], **axes) -> list[Case]:
+    """Every case of ``cases`` with each given axis (a Case field -> its values) replaced by each of
+    its values, duplicates dropped in order. When a numeric axis (``SWEEP_AXES``) was given, every
+    case's ``sweep`` is set anew from what the list varies: that axis's name when exactly one
+    varies, "single" when none does, "mixed" when several do (no plot can show those)."""
+    given = {k: tuple(v) for k, v in axes.items() if v}
+    cases = [replace(base, **dict(zip(given, values)))
+             for base in cases for values in itertools.product(*given.values())]
+    if set(given) & set(SWEEP_AXES):
+        varying = [name for field, name in SWEEP_AXES.items() if len({getattr(c, field) for c in cases}) > 1]
+        sweep = varying[0] if len(varying) == 1 else "mixed" if varying else "single"
+        cases = [replace(c, sweep=sweep) for c in cases]
+    return list(dict.fromkeys(cases))  # a case kept once per sweep it belongs to
 
 
 # name -> what it measures and how long it takes; ``python -m bench --help`` prints these.

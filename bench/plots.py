@@ -1,8 +1,9 @@
-"""Plots of a benchmark run, one file per dtype, one panel per (op, mode): latency, peak
-memory and time over the roofline floor against resolution (NCHW solid, channels_last
-dashed), speed-up over each baseline with its p20-p80 range (one panel per layout), and
-latency against channels and batch where those sweeps were run. ``figures`` yields them for
-a notebook; ``plot_all`` saves them."""
+"""Plots of a benchmark run, one file per (swept axis, dtype), one panel per (op, mode):
+latency, peak memory and time over the roofline floor against the swept axis (resolution,
+channels, batch, K, scale or E; NCHW solid, channels_last dashed) and speed-up over each
+baseline with its p20-p80 range (one panel per layout). A memory-only run gets the memory
+plots alone. ``figures`` yields them for a notebook; ``plot_all`` saves them;
+``no_plot_reason`` says why a run has none."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,13 +11,15 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, and notebooks display these as they are
 from matplotlib.lines import Line2D
 
+from .cases import SWEEP_AXES
 from .measure import contended, threads_note
 from .providers import BASELINES, DISPLAY, OURS
 
 COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_compiled": "#9467bd",
           "mmcv": "#2ca02c", "bilinear": "#bcbd22"}
 LAYOUT_STYLE = {"nchw": "-", "channels_last": "--"}
-AXIS = {"size": "decoder \u2192 output resolution", "channels": "channels C", "batch": "batch B"}
+AXIS = {"size": "decoder \u2192 output resolution", "channels": "channels C", "batch": "batch B",
+        "kernel": "reassembly kernel size K", "scale": "scale s", "embed": "embedding width E"}
 SPREAD_LIMIT = 1.5  # a speed-up whose p20-p80 range spans more than this factor is not supported
 
 
@@ -71,11 +74,11 @@ def supported(low: float, high: float, *rows: dict) -> bool:
     return high / low <= SPREAD_LIMIT and not any(contended(r) for r in rows)
 
 
-def _speedup_bars(ax, rows):
-    """Bars: each of our providers' speed-up over each baseline, per resolution, with the
+def _speedup_bars(ax, rows, key="size"):
+    """Bars: each of our providers' speed-up over each baseline, per value of ``key``, with the
     p20-p80 range; a bar whose range is too wide to support its ratio is hatched and pale."""
-    by = {(r["provider"], r["size"]): r for r in rows}
-    sizes = sorted({r["size"] for r in rows})
+    by = {(r["provider"], r[key]): r for r in rows}
+    sizes = sorted({r[key] for r in rows})
     pairs = [(o, b) for o in OURS for b in BASELINES if any((o, s) in by and (b, s) in by for s in sizes)]
     width = 0.8 / max(len(pairs), 1)
     for i, (ours, base) in enumerate(pairs):
@@ -94,15 +97,15 @@ def _speedup_bars(ax, rows):
     ax.axhline(1.0, color="k", lw=1)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # room for the labels above the error bars
     ax.set_xticks([j + width * (len(pairs) - 1) / 2 for j in range(len(sizes))])
-    ax.set_xticklabels([_tick("size", s, rows[0]["scale"]) for s in sizes], fontsize=8)
-    ax.set_xlabel(AXIS["size"])
+    ax.set_xticklabels([_tick(key, s, rows[0]["scale"]) for s in sizes], fontsize=8)
+    ax.set_xlabel(AXIS[key])
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
 
 
 def _panel_title(key):
     op, mode = key[0], key[1]
-    name = {"fade": "FADE", "fade_lite": "FADE-Lite"}[op]
+    name = {"fade": "FADE", "fade_lite": "FADE-Lite", "carafe": "CARAFE"}[op]
     return f"{name}, {mode}" + (f", {key[2]}" if len(key) > 2 else "")
 
 
@@ -117,7 +120,7 @@ def _figure(rows, title, draw, ylabel, by_layout=False):
     fig.suptitle(title, fontsize=11)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    order = {"nchw": 0, "channels_last": 1, "fwd": 0, "fwd+bwd": 1, "fade": 0, "fade_lite": 1}
+    order = {"nchw": 0, "channels_last": 1, "fwd": 0, "fwd+bwd": 1, "fade": 0, "fade_lite": 1, "carafe": 2}
     for ax, (key, pr) in zip(axes.flat, sorted(panels.items(), key=lambda kv: [order[k] for k in kv[0]])):
         draw(ax, pr)
         ax.set_title(_panel_title(key), fontsize=10)
@@ -129,11 +132,12 @@ def _figure(rows, title, draw, ylabel, by_layout=False):
 def _setting(rows, env, vary):
     """The second title line: everything fixed in the figure, and where it ran."""
     r = rows[0]
-    fixed = {"size": f"{r['size']}\u00b2\u2192{r['size'] * r['scale']}\u00b2", "batch": f"B={r['batch']}",
-             "channels": f"C={r['channels']}"}
+    size = f"decoder {r['size']}\u00b2" if vary == "scale" else f"{r['size']}\u00b2\u2192{r['size'] * r['scale']}\u00b2"
+    fixed = {"size": size, "batch": f"B={r['batch']}", "channels": f"C={r['channels']}",
+             "embed": f"E={r['embed']} (FADE)", "kernel": f"K={r['kernel']}"}
     precision = env.get("fp32_precision", "not recorded").upper()  # older runs did not record it
     dtype = f"float32 ({precision})" if r["dtype"] == "float32" else f"{r['dtype']} (float32 setting: {precision})"
-    parts = [dtype] + [v for k, v in fixed.items() if k != vary] + [f"E={r['embed']} (FADE)", f"K={r['kernel']}"]
+    parts = [dtype] + [v for k, v in fixed.items() if k != vary]
     cpu = env.get("device_type") == "cpu" and "threads" in env
     device = env["device"] + (f", {threads_note(env['threads'])}" if cpu else "")
     return f"{device} \u00b7 " + ", ".join(parts) + f" \u00b7 torch {env['torch']}, triton {env['triton']}"
@@ -147,46 +151,66 @@ def _floor_note(env, dtype):
             f"FLOPs / {rates['flop_rate'] / 1e12:.2f} TFLOP/s ({rates['flop_rate_method']}))")
 
 
-def _draw_floor(ax, pr):
-    _lines(ax, pr, lambda r: r["x_floor"])
+def _draw_floor(ax, pr, key="size"):
+    _lines(ax, pr, lambda r: r["x_floor"], key=key)
     ax.axhline(1.0, color="k", lw=1)
     bounds = {"bytes": "bytes (memory-bound)", "flops": "FLOPs (compute-bound)"}
     bound = " / ".join(bounds.get(b, b) for b in sorted({r.get("floor_bound", "?") for r in pr}))
-    ax.set_xlabel(f"{AXIS['size']}; floor set by {bound}")
+    ax.set_xlabel(f"{AXIS[key]}; floor set by {bound}")
+
+
+def _swept(ok):
+    """(swept Case field, sweep name, its rows) for every sweep in ``ok`` with at least two values."""
+    for key, sweep in SWEEP_AXES.items():
+        rows = [r for r in ok if r["sweep"] == sweep]
+        if len({r[key] for r in rows}) >= 2:
+            yield key, sweep, rows
 
 
 def figures(rows, env):
-    """Yield ``(file name, figure)`` for every plot the run's rows support."""
+    """Yield ``(file name, figure)`` for every plot the run's rows support: for each dtype and
+    swept axis, latency, memory, speed-up and time over the floor (those that need timings
+    only where the run timed)."""
     ok = [r for r in rows if r["status"] == "ok"]
     for dtype in sorted({r["dtype"] for r in ok}):
-        res = [r for r in ok if r["dtype"] == dtype and r["sweep"] == "resolution"]
-        if len({r["size"] for r in res}) >= 2:
-            head = _setting(res, env, "size")
-            band = (lambda r: (r["ms_p20"], r["ms_p80"]))
-            yield f"latency_vs_resolution_{dtype}.png", _figure(
-                res, f"Latency per call (median; band: p20\u2013p80)\n{head}",
-                lambda ax, pr: _lines(ax, pr, lambda r: r["ms_median"], band=band), "ms")
-            yield f"memory_vs_resolution_{dtype}.png", _figure(
-                res, f"Peak memory above the inputs (output and gradients included)\n{head}",
-                lambda ax, pr: _lines(ax, pr, lambda r: max(r["peak_bytes"], 1) / 2**20), "MiB")
-            yield f"speedup_{dtype}.png", _figure(
-                res, "Speed-up over each baseline: ratio of median times\nerror bars: from the p20/p80 of both "
-                     f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, or a timing taken while "
-                     f"other processes took CPU it needed\n{head}",
-                _speedup_bars,
-                "baseline time / our time", by_layout=True)
-            floored = [r for r in res if r.get("x_floor")]
+        for key, sweep, swept in _swept([r for r in ok if r["dtype"] == dtype]):
+            head = _setting(swept, env, key)
+            name = f"{sweep}_{dtype}"  # the resolution plots keep their names: speedup_float32.png, ...
+            lines = (lambda value, band=None, key=key: lambda ax, pr: _lines(ax, pr, value, key=key, band=band))
+            timed = [r for r in swept if r.get("ms_median") is not None]
+            if timed:
+                yield f"latency_vs_{name}.png", _figure(
+                    timed, f"Latency per call (median; band: p20\u2013p80)\n{head}",
+                    lines(lambda r: r["ms_median"], band=lambda r: (r["ms_p20"], r["ms_p80"])), "ms")
+            yield f"memory_vs_{name}.png", _figure(
+                swept, f"Peak memory above the inputs (output and gradients included)\n{head}",
+                lines(lambda r: max(r["peak_bytes"], 1) / 2**20), "MiB")
+            if not timed:
+                continue
+            suffix = dtype if key == "size" else name
+            yield f"speedup_{'vs_' * (key != 'size')}{suffix}.png", _figure(
+                timed, "Speed-up over each baseline: ratio of median times\nerror bars: from the p20/p80 of both "
+                       f"timings; hatched and '?': a range wider than {SPREAD_LIMIT}x, or a timing taken while "
+                       f"other processes took CPU it needed\n{head}",
+                lambda ax, pr, key=key: _speedup_bars(ax, pr, key), "baseline time / our time", by_layout=True)
+            floored = [r for r in timed if r.get("x_floor")]
             if floored:
-                yield f"roofline_fraction_{dtype}.png", _figure(
+                yield f"roofline_fraction_{'vs_' * (key != 'size')}{suffix}.png", _figure(
                     floored, f"Time over the roofline floor (1 = at the floor)\n{head}\n{_floor_note(env, dtype)}",
-                    _draw_floor, "time / floor")
-        for key in ("channels", "batch"):
-            sweep = [r for r in ok if r["dtype"] == dtype and r["sweep"] == key]
-            if len({r[key] for r in sweep}) >= 2:
-                yield f"latency_vs_{key}_{dtype}.png", _figure(
-                    sweep, f"Latency against {key} (median; band: p20\u2013p80)\n{_setting(sweep, env, key)}",
-                    lambda ax, pr, key=key: _lines(ax, pr, lambda r: r["ms_median"], key=key,
-                                                   band=lambda r: (r["ms_p20"], r["ms_p80"])), "ms")
+                    lambda ax, pr, key=key: _draw_floor(ax, pr, key), "time / floor")
+
+
+def no_plot_reason(rows) -> str:
+    """Why ``figures`` yields nothing for ``rows`` (call it when it does not)."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return "no case was measured (every provider was skipped or failed; see above)"
+    sweeps = {r["sweep"] for r in ok}
+    if "mixed" in sweeps:
+        return ("the cases vary more than one of size, channels, batch, K, scale and E; a plot needs one swept "
+                "axis: give one of those options several values and the others one")
+    return ("no axis varies: give one of --sizes, --channels, --batch, --kernel, --scale or --embed at least "
+            f"two values (sweeps here: {', '.join(sorted(sweeps))})")
 
 
 def plot_all(rows, env, out_dir: Path) -> list[Path]:

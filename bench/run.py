@@ -5,10 +5,18 @@ the fade_triton/torch path (a provider that disagrees is recorded as "mismatch" 
 timed), measure peak memory above the inputs, time it, and relate the time to the roofline
 floor. Writes results.csv, env.json and PNG plots to the output directory and prints a
 summary. Providers that cannot run here are recorded as "skipped" with the reason.
+
+Cases come from --preset, from case options (--sizes, --channels, --batch, --kernel, --scale,
+--embed, --dtypes, --layouts, --ops, --modes), or both: each option replaces its axis in every
+case of the preset (without --preset, in the case B=1, C=32, E=64, K=5, 32^2 -> 64^2, float32,
+NCHW, FADE forward) and the lists multiply. A plot is drawn against the one numeric axis the
+cases vary; e.g. `python -m bench --channels 32 64 128 --modes fwd fwd+bwd` writes latency,
+memory and speed-up against channels. --memory-only measures peak memory alone (no timing).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import importlib
 import re
@@ -24,9 +32,9 @@ from fade_triton import backend
 from fade_triton.profiling import peak_memory
 
 from . import check, measure, roofline
-from .cases import OPS, PRESETS, make_inputs, preset
+from .cases import CUSTOM_BASE, DTYPES, LAYOUTS, MODES, OPS, PRESETS, make_inputs, preset, with_axes
 from .measure import contended
-from .plots import plot_all
+from .plots import no_plot_reason, plot_all
 from .providers import ABOUT, CHECKED, DISPLAY, PROVIDERS, build, skip_reason
 from .runfiles import device_name, environment, write_run
 from .summary import print_summary
@@ -55,8 +63,9 @@ def floor_fields(case, rates: dict) -> dict:
             "floor_bound": roofline.floor_bound(case, bw, rate)}
 
 
-def measure_one(provider, case, device, reference) -> dict:
-    """One provider on one case: check, peak memory, latency. Returns the row's measured fields."""
+def measure_one(provider, case, device, reference, timing: bool = True) -> dict:
+    """One provider on one case: check, peak memory, latency (not when ``timing`` is false).
+    Returns the row's measured fields."""
     backward = case.mode == "fwd+bwd"
     module, fn = build(provider, case, device)
     inputs = make_inputs(case, device, backward)
@@ -75,17 +84,20 @@ def measure_one(provider, case, device, reference) -> dict:
     for t in (*inputs, *params):
         t.grad = None
     row["peak_bytes"] = peak_memory(call, device)
+    if not timing:
+        return {**row, "status": "ok"}
     sets = [inputs] + [make_inputs(case, device, backward, seed=2 + i)
                        for i in range(measure.n_input_sets(sum(t.nbytes for t in inputs), device) - 1)]
     row.update(measure.latency(measure.timed_call(fn, sets, grad, params), device, back_to_back=call))
     return {**row, "status": "ok"}
 
 
-def attach_compile_report(out_dir: Path, device: torch.device) -> Path | None:
-    """The compile report beside GPU timings: on a CUDA device, copy the newest committed compile
+def attach_compile_report(out_dir: Path, device: torch.device, rows: list[dict]) -> Path | None:
+    """The compile report beside the Triton kernels' timings: copy the newest committed compile
     report (``bench.tools.aot.summary_for_results()``: per-kernel registers, spills, occupancy)
-    to ``out_dir/compile_report.csv``. A CPU run times no kernel, so it gets none."""
-    if device.type != "cuda":
+    to ``out_dir/compile_report.csv`` where it applies: on a CUDA device whose architecture
+    the report covers, in a run that timed the ``triton`` provider. Otherwise none is copied."""
+    if device.type != "cuda" or not any(r["provider"] == "triton" and r["status"] == "ok" for r in rows):
         return None
     try:
         aot = importlib.import_module("bench.tools.aot")
@@ -97,13 +109,17 @@ def attach_compile_report(out_dir: Path, device: torch.device) -> Path | None:
     source = summary() if summary else None
     if not source:
         return None
+    arch = "sm_{}{}".format(*torch.cuda.get_device_capability(device))
+    with open(source, newline="") as f:
+        if not any(r.get("arch") == arch for r in csv.DictReader(f)):
+            return None
     shutil.copyfile(source, out_dir / "compile_report.csv")
     return out_dir / "compile_report.csv"
 
 
 def with_floor_ratios(row: dict) -> dict:
     """``x_floor`` and ``gb_per_s`` of a timed FADE row (not of bilinear: another function)."""
-    if row["status"] == "ok" and row["provider"] != "bilinear" and row.get("floor_ms"):
+    if row["status"] == "ok" and row["provider"] != "bilinear" and row.get("floor_ms") and "ms_median" in row:
         row["x_floor"] = row["ms_median"] / row["floor_ms"]
         row["gb_per_s"] = row["min_bytes"] / (row["ms_median"] * 1e-3) / 1e9
     return row
@@ -119,11 +135,13 @@ def retime_contended(rows: list[dict], timed: list[tuple], device) -> None:
             rows[i].update(again)
 
 
-def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[str] = ()) -> list[dict]:
-    """Measure ``cases`` x ``providers``; ``argv`` is recorded in env.json as the command."""
+def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[str] = (),
+        timing: bool = True) -> list[dict]:
+    """Measure ``cases`` x ``providers``; ``argv`` is recorded in env.json as the command.
+    ``timing=False``: peak memory only (no latency, no machine rates, no roofline ratios)."""
     precision = fp32_precision(device)
     env = environment(device, list(argv), precision)
-    env["rates"] = rates = machine_rates_for(cases, device, precision)
+    env["rates"] = rates = machine_rates_for(cases, device, precision) if timing else {}
     rows, skipped, timed = [], {}, []
     bar = tqdm(cases, desc="fade_triton bench", unit="case", dynamic_ncols=True)
     for case in bar:
@@ -140,7 +158,7 @@ def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[
             try:
                 if reference is None and any(p in CHECKED for p in providers):
                     reference = check.reference(case, device)
-                row.update(measure_one(provider, case, device, reference))
+                row.update(measure_one(provider, case, device, reference, timing))
             except torch.OutOfMemoryError:
                 row.update(status="oom", reason="out of memory")
             if device.type == "cuda":
@@ -153,7 +171,9 @@ def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[
     rows = [with_floor_ratios(row) for row in rows]
     write_run(out_dir, rows, env)
     written = plot_all(rows, env, out_dir) if plots else []
-    report = attach_compile_report(out_dir, device)
+    if plots and not written:
+        print(f"no plot: {no_plot_reason(rows)}")
+    report = attach_compile_report(out_dir, device, rows)
     print_summary(rows, env, skipped, out_dir, written + ([report] if report else []))
     return rows
 
@@ -188,7 +208,41 @@ def parser() -> argparse.ArgumentParser:
                    help="CPU threads for PyTorch (torch.set_num_threads; default: PyTorch's choice). On a "
                         "shared machine 1 thread is far less disturbed by other processes than several")
     p.add_argument("--no-plots", action="store_true", help="write results.csv and env.json only, no PNGs")
+    p.add_argument("--memory-only", action="store_true",
+                   help="measure peak memory only (outputs still checked; no timing, no machine rates)")
+    cases = p.add_argument_group("case options", textwrap.fill(
+        "each replaces its axis in every case of --preset (without --preset: in B=1, C=32, E=64, K=5, "
+        "32^2 -> 64^2, float32, NCHW, FADE, fwd); lists multiply", 100, initial_indent="  ", subsequent_indent="  "))
+    choices = {"dtype": DTYPES, "layout": LAYOUTS, "op": tuple(OPS), "mode": MODES}
+    for field, flag in FLAGS.items():
+        cases.add_argument(flag, dest=field, nargs="+", type=str if field in choices else int,
+                           choices=choices.get(field), default=None, metavar="NAME" if field in choices else "N",
+                           help=AXIS_HELP[field] + (f"from {', '.join(choices[field])}" if field in choices else ""))
     return p
+
+
+# Case field -> its option; what a numeric option means where its name does not say
+FLAGS = {"size": "--sizes", "channels": "--channels", "batch": "--batch", "kernel": "--kernel", "scale": "--scale",
+         "embed": "--embed", "dtype": "--dtypes", "layout": "--layouts", "op": "--ops", "mode": "--modes"}
+AXIS_HELP = {"size": "decoder H = W (the output is --scale times larger)", "channels": "C of both features",
+             "batch": "batch size B", "kernel": "reassembly kernel size K (odd)", "scale": "upsampling factor",
+             "embed": "FADE's embedding width E (FADE-Lite has none)", "dtype": "dtypes, ", "layout": "layouts, ",
+             "op": "operators, ", "mode": "fwd (forward, no_grad) and/or fwd+bwd (forward and backward), "}
+
+
+def cases_from(args, device: torch.device) -> tuple[list, str]:
+    """The case list the arguments ask for (the default preset is ``device``'s) and a name for
+    the run folder."""
+    axes = {field: getattr(args, field) for field in FLAGS if getattr(args, field)}
+    for field, values in axes.items():
+        odd = field == "kernel"
+        if isinstance(values[0], int) and any(v < 1 or (odd and v % 2 == 0) for v in values):
+            raise SystemExit(f"{FLAGS[field]}: every value must be a positive{' odd' if odd else ''} integer, "
+                             f"got {list(values)}")
+    if args.preset or not axes:
+        name = args.preset or ("gpu" if device.type == "cuda" else "quick")
+        return with_axes(preset(name), **axes), name + ("-custom" if axes else "")
+    return with_axes([CUSTOM_BASE], **axes), "custom"
 
 
 def main(argv=None):
@@ -197,6 +251,6 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    name = args.preset or ("gpu" if device.type == "cuda" else "quick")
-    run(preset(name), args.providers, device, args.out or default_out_dir(device, name),
-        plots=not args.no_plots, argv=argv)
+    cases, name = cases_from(args, device)
+    run(cases, args.providers, device, args.out or default_out_dir(device, name),
+        plots=not args.no_plots, argv=argv, timing=not args.memory_only)

@@ -64,6 +64,10 @@ def print_summary(rows, env, skipped, out_dir: Path, written):
         if r["status"] != "ok":
             print(f"  {name:22s} {r['status']}: {r['reason']}")
             continue
+        if "ms_median" not in r:  # a memory-only run
+            print(f"  {name:22s} {'-':>9s} {'-':>17s} {'-':>6s} {'-':>9s} {'-':>7s} {r['peak_bytes'] / 2**20:9.2f} "
+                  f"{'-':>8s} {_cell(r, 'gflops', '.4f', 8)} {_cell(r, 'params', 'd', 8)}")
+            continue
         spread = f"{r['ms_p20']:.3f}-{r['ms_p80']:.3f}"
         others = f"{r['others_cpu']:.0%}{'!' if r.get('contended') else ''}" if r.get("others_cpu") is not None else "-"
         print(f"  {name:22s} {r['ms_median']:9.3f} {spread:>17s} {others:>6s} {r['wall_ms']:9.3f} "

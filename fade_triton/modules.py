@@ -15,6 +15,8 @@ from .checks import check_kernel_size, check_positive_int, check_scale
 from .functional import fade_with_cache, tracer_warnings_off
 from .ops.fade.fold import FoldedWeightCache
 
+PROJECTIONS = (None, "de", "en")  # FADE's ``project``: which feature a 1x1 conv maps to the other's channels
+
 
 class GateGenerator(nn.Module):
     """Holds the gate's 1x1 conv, ``conv``: C -> 1 (the gate itself is computed in ``fade``)."""
@@ -45,38 +47,72 @@ class FADE(nn.Module):
     decoder feature ``de`` (B, C, H, W) by ``scale`` under the guidance of the encoder feature
     ``en`` (B, C, scale*H, scale*W) and returns (B, C, scale*H, scale*W).
 
+    The gate blends ``en`` with the upsampled ``de``, so FADE itself needs one channel count C.
+    Where a decoder's channels differ (a Unet stage: skip 256, decoder 512), ``project`` adds a
+    1x1 convolution (with bias, Xavier-uniform, zero bias) that maps one feature to the other's
+    channels before FADE:
+
+    - ``project="de"`` (``de_proj``: C_de -> C_en at the low resolution; the output has C_en
+      channels): ``C_de*C_en + C_en`` parameters and ``2*B*H*W*C_de*C_en`` FLOPs, the cheaper one.
+    - ``project="en"`` (``en_proj``: C_en -> C_de at the high resolution; the output has C_de
+      channels): ``C_en*C_de + C_de`` parameters and ``2*B*sH*sW*C_en*C_de`` FLOPs, scale**2
+      times more.
+
+    The module's FLOPs are then ``fade_flops`` at the output's C plus the projection's (what
+    ``FlopCounterMode`` counts). Without ``project`` the state dict holds exactly the official
+    names; with it, also ``de_proj.*`` or ``en_proj.*``.
+
     Args:
-        in_channels_en: C, channels of ``en``.
-        in_channels_de: channels of ``de``; must equal ``in_channels_en`` (default: the same).
+        in_channels_en: channels of ``en``.
+        in_channels_de: channels of ``de`` (default: ``in_channels_en``); must equal
+            ``in_channels_en`` unless ``project`` is given.
         scale: integer upsampling factor >= 1.
         up_kernel_size: odd reassembly kernel size K.
         embedding_dim: E, width of the kernel generator.
         backend: "auto", "triton", "torch", "naive" or "mmcv" (see ``fade_triton.backend``).
+        project: None, "de" or "en": which feature a 1x1 convolution maps to the other's
+            channels when they differ (see above).
+
+    Attributes: ``in_channels_en``, ``in_channels_de``; ``in_channels``, the channels FADE runs
+    at and returns (C_en with ``project="de"``, C_de with ``"en"``).
     """
 
     _depthwise = False
 
     def __init__(self, in_channels_en: int, in_channels_de: int | None = None, scale: int = 2,
-                 up_kernel_size: int = 5, embedding_dim: int = 64, backend: str = "auto"):
+                 up_kernel_size: int = 5, embedding_dim: int = 64, backend: str = "auto",
+                 project: str | None = None):
         super().__init__()
         in_channels_en = check_positive_int("in_channels_en", in_channels_en)
         in_channels_de = in_channels_en if in_channels_de is None else check_positive_int("in_channels_de",
                                                                                          in_channels_de)
-        if in_channels_de != in_channels_en:
+        if project not in PROJECTIONS:
+            raise ValueError(f"project must be one of {PROJECTIONS}, got {project!r}")
+        if project is None and in_channels_de != in_channels_en:
             raise ValueError(f"in_channels_de ({in_channels_de}) must equal in_channels_en ({in_channels_en}): "
-                             "the gate blends en with the upsampled de")
+                             "the gate blends en with the upsampled de. Pass project='de' to map de to "
+                             "in_channels_en with a 1x1 convolution (or 'en' to map en to in_channels_de)")
+        if project is not None and in_channels_de == in_channels_en:
+            raise ValueError(f"project={project!r} maps between unequal channels, but in_channels_de equals "
+                             f"in_channels_en ({in_channels_en}); leave project=None")
         up_kernel_size = check_kernel_size(up_kernel_size, "up_kernel_size")
         embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         scale = check_scale(scale)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.in_channels = in_channels_en
+        self.in_channels_en, self.in_channels_de = in_channels_en, in_channels_de
+        self.in_channels = in_channels_de if project == "en" else in_channels_en
+        self.project = project
         self.scale = scale
         self.up_kernel_size = up_kernel_size
         self.backend = backend
         self._folded = FoldedWeightCache()  # the Triton path's folded weights, per weight version
-        self.gate_generator = GateGenerator(in_channels_en)
-        self.ker_generator = SemiShift(in_channels_en, embedding_dim, up_kernel_size, self._depthwise)
+        self.gate_generator = GateGenerator(self.in_channels)
+        self.ker_generator = SemiShift(self.in_channels, embedding_dim, up_kernel_size, self._depthwise)
+        if project == "de":
+            self.de_proj = nn.Conv2d(in_channels_de, in_channels_en, kernel_size=1)
+        elif project == "en":
+            self.en_proj = nn.Conv2d(in_channels_en, in_channels_de, kernel_size=1)
         self.reset_parameters()
         self._register_load_state_dict_pre_hook(self._rename_eccv_keys)
 
@@ -97,10 +133,14 @@ class FADE(nn.Module):
 
     def forward(self, en: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
         with tracer_warnings_off():
-            for name, t in (("en", en), ("de", de)):
-                if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != self.in_channels:
-                    raise ValueError(f"{type(self).__name__} was built for {self.in_channels} channels, "
+            for name, t, c in (("en", en, self.in_channels_en), ("de", de, self.in_channels_de)):
+                if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] != c:
+                    raise ValueError(f"{type(self).__name__} was built for {name} with {c} channels, "
                                      f"got {name} of shape {tuple(t.shape)}")
+        if self.project == "de":
+            de = self.de_proj(de)
+        elif self.project == "en":
+            en = self.en_proj(en)
         return fade_with_cache(en, de, self.weights(), self.scale, self.backend, self._folded)
 
     def weights(self) -> tuple:
@@ -128,7 +168,10 @@ class FADE(nn.Module):
             resolved = resolve_backend(self.backend, device)
         except RuntimeError as err:
             resolved = f"unavailable: {err}"
-        return (f"in_channels={self.in_channels}, scale={self.scale}, up_kernel_size={self.up_kernel_size}, "
+        channels = (f"in_channels={self.in_channels}" if self.project is None else
+                    f"in_channels_en={self.in_channels_en}, in_channels_de={self.in_channels_de}, "
+                    f"project={self.project!r}")
+        return (f"{channels}, scale={self.scale}, up_kernel_size={self.up_kernel_size}, "
                 f"backend={self.backend!r} ({resolved} on {device.type})")
 
 
@@ -140,6 +183,6 @@ class FADELite(FADE):
     _depthwise = True
 
     def __init__(self, in_channels_en: int, in_channels_de: int | None = None, scale: int = 2,
-                 up_kernel_size: int = 5, backend: str = "auto"):
+                 up_kernel_size: int = 5, backend: str = "auto", project: str | None = None):
         super().__init__(in_channels_en, in_channels_de, scale, up_kernel_size,
-                         embedding_dim=up_kernel_size * up_kernel_size, backend=backend)
+                         embedding_dim=up_kernel_size * up_kernel_size, backend=backend, project=project)

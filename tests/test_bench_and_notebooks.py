@@ -112,17 +112,44 @@ def test_a_provider_that_disagrees_is_not_timed(tmp_path, monkeypatch, wrong):
         assert by["naive"]["rel_err_vs_torch"] < 1e-6 and by["naive"]["grad_rel_err_vs_torch"] > 5e-3
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["memory_profiling", "performance_curves", "use_in_a_decoder"])
-def test_notebook_runs_top_to_bottom(name, monkeypatch):
+def _execute_notebook(name):
+    """Run notebooks/NAME.ipynb top to bottom as nbclient does headlessly; its code cells' outputs."""
     nbformat = pytest.importorskip("nbformat", reason="notebook tests need the [test] extra")
     from nbclient import NotebookClient
 
-    # The notebooks' kernel runs as a user's would on this machine: on CPU without Triton's
-    # interpreter (the kernel tests cover that path; in a notebook it only makes them slow).
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert not [o for o in outputs if o.output_type == "stream" and "profiler_start" in o.text]
+    return outputs
+
+
+def _images(outputs):
+    return [o for o in outputs if "image/png" in o.get("data", {})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,figures", [("memory_profiling", 1), ("performance_curves", 4),
+                                          ("use_in_a_decoder", 2)])
+def test_notebook_runs_top_to_bottom_and_shows_its_figures(name, figures, monkeypatch):
+    # The notebooks' kernel runs as a user's would on this machine: on CPU without Triton's
+    # interpreter (the kernel tests cover that path; in a notebook it only makes them slow).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("FADE_BENCH_RUN", raising=False)
+    outputs = _execute_notebook(name)
+    assert len(_images(outputs)) >= figures  # drawn as PNGs, not only as "<Figure size ...>" text
+
+
+@pytest.mark.slow
+def test_performance_notebook_shows_a_new_run(tmp_path, monkeypatch):
+    """FADE_BENCH_RUN names a run folder made just now (memory-only, a channels sweep): the
+    notebook shows that run's figure."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    run.main(["--channels", "4", "8", "--sizes", "4", "--providers", "torch", "naive", "--memory-only",
+              "--device", "cpu", "--out", str(tmp_path / "new-run")])
+    monkeypatch.setenv("FADE_BENCH_RUN", str(tmp_path / "new-run"))
+    outputs = _execute_notebook("performance_curves")
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "new-run |" in text and "memory_vs_channels_float32.png" in text
+    assert len(_images(outputs)) == 1

@@ -137,20 +137,27 @@ def test_other_processes_load_is_measured(monkeypatch, threads, contended):
     assert load["others_cpu"] == pytest.approx(0.5, rel=0.1) and load["contended"] == contended
 
 
-def test_compile_report_is_attached_to_gpu_runs_only(tmp_path, monkeypatch):
+def test_compile_report_is_attached_where_it_applies(tmp_path, monkeypatch):
+    """Only to a CUDA run that timed the triton provider on an architecture the report covers."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    timed = [{"provider": "triton", "status": "ok"}]
+    monkeypatch.setattr(run.torch.cuda, "get_device_capability", lambda device: (9, 0))
     monkeypatch.setitem(sys.modules, "bench.tools.aot", None)  # no bench/tools/aot.py: nothing attached
-    assert run.attach_compile_report(tmp_path, cuda) is None
+    assert run.attach_compile_report(tmp_path, cuda, timed) is None
     report = tmp_path / "kernels.csv"
-    report.write_text("kernel,registers,spills,occupancy\nreassemble_fwd,96,0,0.5\n")
+    report.write_text("kernel,arch,registers,spills,occupancy\nreassemble_fwd,sm_90,96,0,0.5\n")
     fake = types.ModuleType("bench.tools.aot")
     fake.summary_for_results = lambda: report
     monkeypatch.setitem(sys.modules, "bench.tools.aot", fake)
     out = tmp_path / "run"
     out.mkdir()
-    assert run.attach_compile_report(out, cpu) is None  # a CPU run times no kernel
+    assert run.attach_compile_report(out, cpu, timed) is None  # a CPU run times no kernel
+    assert run.attach_compile_report(out, cuda, [{"provider": "triton", "status": "skipped"}]) is None
+    monkeypatch.setattr(run.torch.cuda, "get_device_capability", lambda device: (8, 6))
+    assert run.attach_compile_report(out, cuda, timed) is None  # sm_86: not in the report
     assert not (out / "compile_report.csv").exists()
-    assert run.attach_compile_report(out, cuda) == out / "compile_report.csv"
+    monkeypatch.setattr(run.torch.cuda, "get_device_capability", lambda device: (9, 0))
+    assert run.attach_compile_report(out, cuda, timed) == out / "compile_report.csv"
     assert (out / "compile_report.csv").read_text() == report.read_text()
 
 
