@@ -151,7 +151,8 @@ PRESETS = {
                      "fwd and fwd+bwd; FADE and FADE-Lite through every provider beside bilinear, DySample "
                      "(static and dynamic scope) and CARAFEPack (12 cases; float16 skipped on CPU). Compares "
                      "upsamplers: also writes latency_vs_miou.png (published mIoU, bench/papers.py) and "
-                     "memory snapshots. A few minutes on 2 CPU cores.",
+                     "memory snapshots. 10 minutes on the 2-core machine with --threads 1 while other processes "
+                     "used 50-75% of its CPU (2026-11-30).",
     "gpu": "the GPU default: resolution 16^2..256^2 at B=8, C=256 in float32/float16/bfloat16 (bfloat16 "
            "also channels_last), channels 64..1024 and batch 1..16 in bfloat16 (100 cases). GPU only: at "
            "256^2 -> 512^2 the naive path holds B*C*K*K*sH*sW floats (54 GB in float32).",

@@ -16,9 +16,9 @@ three small decoder sizes, where it is safe. Every path here is linear in the pi
 channel count once past small sizes' fixed costs, so the line through the two largest points,
 ``fixed + per_pixel * B*H*W``, gives the largest square decoder size (and the largest batch at
 the case's size) under the budget. That size is then run and measured where the prediction fits
-this machine (on CUDA with the allocator capped at the budget, so nothing allocates past it); a
-measurement above the budget refines the line and the size. Otherwise the row says why it was
-not verified. ``budget_sweep.csv`` and ``memory_vs_resolution_budget_*.png`` hold the result.
+this machine (on CUDA with the allocator capped at the budget, so nothing allocates past it); each
+measurement refines the line and the size, until the line agrees with the largest size measured
+under the budget. Otherwise the row says why none was verified. ``budget_sweep.csv`` and ``memory_vs_resolution_budget_*.png`` hold the result.
 """
 from __future__ import annotations
 
@@ -123,30 +123,38 @@ def largest_size(fixed: float, per_pixel: float, budget: int, batch: int) -> int
 def largest_that_fits(provider: str, case: Case, budget: int, device: torch.device, attempts: int = 4) -> dict:
     """One row of the budget sweep for ``provider`` at ``case``'s shape (its size is used only
     for the largest-batch column). The line through the two largest measured points predicts
-    the largest size; a size measured above the budget becomes a point of the next line (small
-    sizes carry fixed costs that do not scale, so the points nearest the limit predict best)."""
-    points = [(case.batch * s * s, footprint(provider, dataclasses.replace(case, size=s), device)) for s in SAFE_SIZES]
+    the largest size; that size is measured and becomes a point of the next line, until the
+    line agrees with the largest size measured under the budget (small sizes carry fixed costs
+    that do not scale, so the points nearest the limit predict best)."""
+    points = {s: footprint(provider, dataclasses.replace(case, size=s), device) for s in SAFE_SIZES}
     row = {**case.row(), "provider": provider, "budget_bytes": budget, "safe_sizes": " ".join(map(str, SAFE_SIZES)),
-           "safe_bytes": " ".join(str(b) for _, b in points)}
+           "safe_bytes": " ".join(map(str, points.values()))}
+    best, why_not = None, f"no: still above the budget after {attempts} measurements"
     for _ in range(attempts):
-        fixed, per_pixel = line_through(*sorted(points)[-2:])
+        fixed, per_pixel = line_through(*[(case.batch * s * s, b) for s, b in sorted(points.items())[-2:]])
         size = largest_size(fixed, per_pixel, budget, case.batch)
-        row.update(fixed_bytes=round(fixed), bytes_per_pixel=per_pixel, max_size=size, max_output_size=size * case.scale,
-                   max_batch=int((budget - fixed) / per_pixel // case.size ** 2) if per_pixel > 0 else 0,
-                   predicted_bytes=round(fixed + per_pixel * case.batch * size * size))
-        if size == 0:
-            return {**row, "verified": "no: not even 1x1 fits the budget"}
-        if row["predicted_bytes"] > machine_bytes(device):
-            return {**row, "verified": "no: larger than this machine can give"}
-        try:
-            row["measured_bytes"] = measured = within_budget(provider, dataclasses.replace(case, size=size), budget,
-                                                             device)
-        except torch.OutOfMemoryError:
-            return {**row, "verified": "no: out of memory at the budget"}
-        if measured <= budget:
-            return {**row, "verified": "yes: fits"}
-        points.append((case.batch * size * size, measured))
-    return {**row, "verified": f"no: still above the budget after {attempts} refits"}
+        row.update(fixed_bytes=round(fixed), bytes_per_pixel=per_pixel,
+                   max_batch=int((budget - fixed) / per_pixel // case.size ** 2) if per_pixel > 0 else 0)
+        if size == 0 or (best is not None and size <= best[0]):
+            why_not = "no: not even 1x1 fits the budget" if best is None else why_not
+            break
+        predicted = round(fixed + per_pixel * case.batch * size * size)
+        if size not in points:
+            if predicted > machine_bytes(device):
+                why_not = "no: larger than this machine can give"
+                break
+            try:
+                points[size] = within_budget(provider, dataclasses.replace(case, size=size), budget, device)
+            except torch.OutOfMemoryError:
+                why_not = "no: out of memory at the budget"
+                break
+        if points[size] <= budget:
+            best = (size, predicted, points[size])
+    if best is None:
+        return {**row, "max_size": 0, "max_output_size": 0, "verified": why_not}
+    size, predicted, measured = best
+    return {**row, "max_size": size, "max_output_size": size * case.scale, "predicted_bytes": predicted,
+            "measured_bytes": measured, "verified": "yes: fits"}
 
 
 def within_budget(provider: str, case: Case, budget: int, device: torch.device) -> int:

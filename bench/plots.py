@@ -5,6 +5,7 @@ latency against channels and batch where those sweeps were run. ``figures`` yiel
 a notebook; ``plot_all`` saves them."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, and notebooks display these as they are
@@ -230,8 +231,9 @@ def latency_vs_miou_figures(rows, env):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
         case = points[0]
-        fig.suptitle(f"Latency against published mIoU: x{case['scale']} upsampling, B={case['batch']}, "
-                     f"C={case['channels']}, {case['size']}\u00b2 \u2192 {case['size'] * case['scale']}\u00b2, {dtype}, "
-                     f"on {env['device']}\nfilled: measured here (median); hollow squares: published, {papers.FIGURE_1}\n"
-                     f"mIoU: {papers.DYSAMPLE}; {papers.FADE}; CARAFE: {papers.CARAFE}", fontsize=7)
+        notes = [f"Latency against published mIoU: x{case['scale']} upsampling, B={case['batch']}, C={case['channels']}, "
+                 f"{case['size']}\u00b2 \u2192 {case['size'] * case['scale']}\u00b2, {dtype}, measured on {env['device']}",
+                 f"filled: measured here (median); hollow squares: published, {papers.FIGURE_1}",
+                 f"mIoU: {papers.DYSAMPLE}; FADE: {papers.FADE}; CARAFE: {papers.CARAFE}"]
+        fig.suptitle("\n".join(textwrap.fill(n, 130) for n in notes), fontsize=7)
         yield f"latency_vs_miou_{dtype}.png", fig
