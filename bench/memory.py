@@ -18,7 +18,8 @@ channel count once past small sizes' fixed costs, so the line through the two la
 the case's size) under the budget. That size is then run and measured where the prediction fits
 this machine (on CUDA with the allocator capped at the budget, so nothing allocates past it); each
 measurement refines the line and the size, until the line agrees with the largest size measured
-under the budget. Otherwise the row says why none was verified. ``budget_sweep.csv`` and ``memory_vs_resolution_budget_*.png`` hold the result.
+under the budget. Otherwise the row says why none was verified. ``budget_sweep.csv`` and
+``memory_vs_resolution_budget_*.png`` hold the result.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def parse_bytes(text: str) -> int:
     """'8GiB', '512MiB', '2GB', '1000000' -> bytes."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(text))
     if not match or match.group(2).upper() not in UNITS:
-        raise ValueError(f"budget must be a number of bytes with an optional unit ({', '.join(u for u in UNITS if u)}), "
+        units = ", ".join(u for u in UNITS if u)
+        raise ValueError(f"budget must be a number of bytes with an optional unit ({units}), "
                          f"got {text!r}")
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 

@@ -116,7 +116,8 @@ def build(provider: str, case: Case, device: torch.device) -> tuple[torch.nn.Mod
     spec = OPS[case.op]
     torch.manual_seed(0)  # the same weights for every provider
     other = provider in OTHER_UPSAMPLERS[1:]
-    module = (build_other_upsampler(provider, case) if other else spec.build(case)).to(device, getattr(torch, case.dtype))
+    module = build_other_upsampler(provider, case) if other else spec.build(case)
+    module = module.to(device, getattr(torch, case.dtype))
     if case.layout == "channels_last":
         module = module.to(memory_format=torch.channels_last)
     with torch.no_grad():  # non-zero biases, so nothing is checked on a degenerate function

@@ -79,7 +79,8 @@ def measure_one(provider, case, device, reference, snapshot_to: Path | None = No
     if snapshot_to is not None:  # from the same state as the peak: no gradients held
         for t in (*inputs, *params):
             t.grad = None
-        row["snapshot"] = memory.write_snapshot(call, device, snapshot_to).relative_to(snapshot_to.parent.parent).as_posix()
+        written = memory.write_snapshot(call, device, snapshot_to)
+        row["snapshot"] = written.relative_to(snapshot_to.parent.parent).as_posix()  # relative to the run's folder
     sets = [inputs] + [make_inputs(case, device, backward, seed=2 + i)
                        for i in range(measure.n_input_sets(sum(t.nbytes for t in inputs), device) - 1)]
     row.update(measure.latency(measure.timed_call(fn, sets, grad, params), device, back_to_back=call))

@@ -89,5 +89,6 @@ def carafe_pack(x, compressor_weight, compressor_bias, encoder_weight, encoder_b
     for i in range(scale):
         for j in range(scale):
             shuffled[:, :, i::scale, j::scale] = mask[:, i * scale + j::scale * scale]
-    masks = shuffled.view(b, groups, k * k, h * scale, w * scale).softmax(2).view(b, groups * k * k, h * scale, w * scale)
+    oh, ow = h * scale, w * scale
+    masks = shuffled.view(b, groups, k * k, oh, ow).softmax(2).view(b, groups * k * k, oh, ow)
     return reassemble(x, masks, k, scale, groups)
