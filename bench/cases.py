@@ -169,10 +169,19 @@ PRESETS = {
                 "FADE-Lite, fwd and fwd+bwd (16 cases). Sized for a GPU; not timed on CPU.",
     "segformer-b1": "the paper's SegFormer-B1 head: B=2, C=256, decoder 16^2/32^2/64^2 (stride 32/16/8 maps "
                     "of a 512^2 image), float32 and float16 (24 cases). Sized for a GPU; not timed on CPU.",
+    "dysample-fig1": "the DySample paper's Figure 1 case: B=1, C=256, 120^2 -> 240^2, float32/float16/bfloat16, "
+                     "fwd and fwd+bwd; FADE and FADE-Lite through every provider beside bilinear, DySample "
+                     "(static and dynamic scope) and CARAFEPack (12 cases; float16 skipped on CPU). Compares "
+                     "upsamplers: also writes latency_vs_miou.png (published mIoU, bench/papers.py) and "
+                     "memory snapshots. 10 minutes on the 2-core machine with --threads 1 while other processes "
+                     "used 50-75% of its CPU (2026-11-30).",
     "gpu": "the GPU default: resolution 16^2..256^2 at B=8, C=256 in float32/float16/bfloat16 (bfloat16 "
            "also channels_last), channels 64..1024 and batch 1..16 in bfloat16 (100 cases). GPU only: at "
            "256^2 -> 512^2 the naive path holds B*C*K*K*sH*sW floats (54 GB in float32).",
 }
+# presets that compare FADE with the other upsamplers: every provider by default, and the
+# latency-vs-mIoU plot (bench/papers.py)
+COMPARISON_PRESETS = ("dysample-fig1",)
 
 
 def preset(name: str) -> list[Case]:
@@ -187,6 +196,8 @@ def preset(name: str) -> list[Case]:
     if name == "headline":
         return _grid("resolution", dtypes=("float32", "bfloat16"), batch=(h["batch"],), channels=(h["channels"],),
                      sizes=(h["size"],), layouts=LAYOUTS)
+    if name == "dysample-fig1":
+        return _grid("resolution", dtypes=DTYPES, batch=(1,), sizes=(120,))
     if name == "segformer-b1":
         return _grid("resolution", dtypes=("float32", "float16"), batch=(2,), sizes=(16, 32, 64))
     if name == "gpu":

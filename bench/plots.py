@@ -6,6 +6,7 @@ plots alone. ``figures`` yields them for a notebook; ``plot_all`` saves them;
 ``no_plot_reason`` says why a run has none."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, and notebooks display these as they are
@@ -16,7 +17,8 @@ from .measure import contended, threads_note
 from .providers import BASELINES, DISPLAY, OURS
 
 COLORS = {"triton": "#d62728", "torch": "#1f77b4", "naive": "#7f7f7f", "naive_compiled": "#9467bd",
-          "mmcv": "#2ca02c", "bilinear": "#bcbd22"}
+          "mmcv": "#2ca02c", "bilinear": "#bcbd22", "dysample": "#17becf", "dysample_dyscope": "#8c564b",
+          "carafepack": "#ff7f0e", "carafepack_mmcv": "#e377c2"}
 LAYOUT_STYLE = {"nchw": "-", "channels_last": "--"}
 AXIS = {"size": "decoder \u2192 output resolution", "channels": "channels C", "batch": "batch B",
         "kernel": "reassembly kernel size K", "scale": "scale s", "embed": "embedding width E"}
@@ -219,3 +221,43 @@ def plot_all(rows, env, out_dir: Path) -> list[Path]:
         fig.savefig(out_dir / name, dpi=130)
         written.append(out_dir / name)
     return written
+
+
+def latency_vs_miou_figures(rows, env):
+    """(file name, figure) per dtype: the forward latency measured here (filled markers) against
+    the published SegFormer-B1 ADE20K mIoU of each upsampler, beside the DySample paper's
+    Figure 1 latencies (hollow squares, marked as published); ranges as error bars. Only
+    upsamplers with a published mIoU in ``bench.papers`` are drawn (not FADE-Lite, not SAPA's
+    mIoU)."""
+    from . import papers
+
+    points = [r for r in papers.measured_points(rows) if r["mode"] == "fwd"]
+    for dtype in sorted({r["dtype"] for r in points}):
+        fig = Figure(figsize=(8, 5.5), layout="constrained")
+        ax = fig.add_subplot()
+        for pub in papers.PUBLISHED:
+            if pub.miou is None:
+                continue
+            lo, hi = pub.latency_ms
+            mid = (pub.miou[0] + pub.miou[1]) / 2
+            ax.errorbar((lo + hi) / 2, mid, xerr=[[(hi - lo) / 2], [(hi - lo) / 2]],
+                        yerr=[[mid - pub.miou[0]], [pub.miou[1] - mid]], fmt="s", mfc="white", color="k", capsize=3)
+            ax.annotate(f"{pub.method} (published)", ((lo + hi) / 2, mid), fontsize=7, xytext=(5, 5),
+                        textcoords="offset points")
+        for r in (r for r in points if r["dtype"] == dtype):
+            pub = papers.for_provider(r["provider"])
+            mid = (pub.miou[0] + pub.miou[1]) / 2
+            ax.errorbar(r["ms_median"], mid, yerr=[[mid - pub.miou[0]], [pub.miou[1] - mid]], fmt="o",
+                        color=COLORS[r["provider"]], capsize=3, label=f"{DISPLAY[r['provider']]}: measured here")
+        ax.set_xscale("log")
+        ax.set_xlabel("forward latency, ms (log)")
+        ax.set_ylabel("SegFormer-B1 ADE20K mIoU (published)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        case = points[0]
+        notes = [f"Latency against published mIoU: x{case['scale']} upsampling, B={case['batch']}, C={case['channels']}, "
+                 f"{case['size']}\u00b2 \u2192 {case['size'] * case['scale']}\u00b2, {dtype}, measured on {env['device']}",
+                 f"filled: measured here (median); hollow squares: published, {papers.FIGURE_1}",
+                 f"mIoU: {papers.DYSAMPLE}; FADE: {papers.FADE}; CARAFE: {papers.CARAFE}"]
+        fig.suptitle("\n".join(textwrap.fill(n, 130) for n in notes), fontsize=7)
+        yield f"latency_vs_miou_{dtype}.png", fig

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 from fade_triton import backend
 from fade_triton.profiling import peak_memory
 
-from . import check, measure, roofline
-from .cases import CUSTOM_BASE, DTYPES, LAYOUTS, MODES, OPS, PRESETS, make_inputs, preset, with_axes
+from . import check, measure, memory, papers, roofline
+from .cases import (COMPARISON_PRESETS, CUSTOM_BASE, DTYPES, LAYOUTS, MODES, OPS, PRESETS, make_inputs, preset,
+                    with_axes)
 from .measure import contended
-from .plots import no_plot_reason, plot_all
-from .providers import ABOUT, CHECKED, DISPLAY, PROVIDERS, build, skip_reason
+from .plots import latency_vs_miou_figures, no_plot_reason, plot_all
+from .providers import ABOUT, CHECKED, DISPLAY, OTHER_UPSAMPLERS, PROVIDERS, build, default_providers, skip_reason
 from .runfiles import device_name, environment, write_run
 from .summary import print_summary
 
@@ -63,9 +64,10 @@ def floor_fields(case, rates: dict) -> dict:
             "floor_bound": roofline.floor_bound(case, bw, rate)}
 
 
-def measure_one(provider, case, device, reference, timing: bool = True) -> dict:
-    """One provider on one case: check, peak memory, latency (not when ``timing`` is false).
-    Returns the row's measured fields."""
+def measure_one(provider, case, device, reference, timing: bool = True, snapshot_to: Path | None = None) -> dict:
+    """One provider on one case: check, peak memory (and a memory snapshot to ``snapshot_to``,
+    ``bench.memory.write_snapshot``), latency (not when ``timing`` is false). Returns the row's
+    measured fields."""
     backward = case.mode == "fwd+bwd"
     module, fn = build(provider, case, device)
     inputs = make_inputs(case, device, backward)
@@ -84,6 +86,11 @@ def measure_one(provider, case, device, reference, timing: bool = True) -> dict:
     for t in (*inputs, *params):
         t.grad = None
     row["peak_bytes"] = peak_memory(call, device)
+    if snapshot_to is not None:  # from the same state as the peak: no gradients held
+        for t in (*inputs, *params):
+            t.grad = None
+        written = memory.write_snapshot(call, device, snapshot_to)
+        row["snapshot"] = written.relative_to(snapshot_to.parent.parent).as_posix()  # relative to the run's folder
     if not timing:
         return {**row, "status": "ok"}
     sets = [inputs] + [make_inputs(case, device, backward, seed=2 + i)
@@ -118,8 +125,9 @@ def attach_compile_report(out_dir: Path, device: torch.device, rows: list[dict])
 
 
 def with_floor_ratios(row: dict) -> dict:
-    """``x_floor`` and ``gb_per_s`` of a timed FADE row (not of bilinear: another function)."""
-    if row["status"] == "ok" and row["provider"] != "bilinear" and row.get("floor_ms") and "ms_median" in row:
+    """``x_floor`` and ``gb_per_s`` of a timed FADE row (not of the other upsamplers: other functions)."""
+    if (row["status"] == "ok" and row["provider"] not in OTHER_UPSAMPLERS and row.get("floor_ms")
+            and "ms_median" in row):
         row["x_floor"] = row["ms_median"] / row["floor_ms"]
         row["gb_per_s"] = row["min_bytes"] / (row["ms_median"] * 1e-3) / 1e9
     return row
@@ -135,10 +143,12 @@ def retime_contended(rows: list[dict], timed: list[tuple], device) -> None:
             rows[i].update(again)
 
 
-def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[str] = (),
-        timing: bool = True) -> list[dict]:
+def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[str] = (), timing: bool = True,
+        snapshots: bool = False, budget: int | None = None) -> list[dict]:
     """Measure ``cases`` x ``providers``; ``argv`` is recorded in env.json as the command.
-    ``timing=False``: peak memory only (no latency, no machine rates, no roofline ratios)."""
+    ``timing=False``: peak memory only (no latency, no machine rates, no roofline ratios). With
+    ``snapshots``, a memory snapshot per measured (case, provider) in ``out_dir/memory/``; with a
+    ``budget`` (bytes), the largest input each provider fits in it (``bench.memory``)."""
     precision = fp32_precision(device)
     env = environment(device, list(argv), precision)
     env["rates"] = rates = machine_rates_for(cases, device, precision) if timing else {}
@@ -158,7 +168,8 @@ def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[
             try:
                 if reference is None and any(p in CHECKED for p in providers):
                     reference = check.reference(case, device)
-                row.update(measure_one(provider, case, device, reference, timing))
+                stem = memory.snapshot_stem(out_dir, case, provider) if snapshots else None
+                row.update(measure_one(provider, case, device, reference, timing, stem))
             except torch.OutOfMemoryError:
                 row.update(status="oom", reason="out of memory")
             if device.type == "cuda":
@@ -173,9 +184,24 @@ def run(cases, providers, device, out_dir: Path, plots: bool = True, argv: list[
     written = plot_all(rows, env, out_dir) if plots else []
     if plots and not written:
         print(f"no plot: {no_plot_reason(rows)}")
+    written += compared_upsamplers_files(rows, env, out_dir, plots)
+    if budget is not None:
+        written += memory.budget_sweep(cases, providers, budget, device, out_dir)[1]
     report = attach_compile_report(out_dir, device, rows)
     print_summary(rows, env, skipped, out_dir, written + ([report] if report else []))
     return rows
+
+
+def compared_upsamplers_files(rows, env, out_dir: Path, plots: bool) -> list[Path]:
+    """Where other upsamplers than bilinear were timed: ``latency_vs_miou.csv`` (the measured
+    latencies beside the papers' published mIoU and latencies, cited) and its plots."""
+    if not any(r["provider"] in OTHER_UPSAMPLERS[1:] and r["status"] == "ok" for r in rows):
+        return []
+    written = [papers.write_csv(rows, out_dir / "latency_vs_miou.csv")]
+    for name, fig in latency_vs_miou_figures(rows, env) if plots else ():
+        fig.savefig(out_dir / name, dpi=130)
+        written.append(out_dir / name)
+    return written
 
 
 def default_out_dir(device: torch.device, preset_name: str) -> Path:
@@ -197,9 +223,10 @@ def parser() -> argparse.ArgumentParser:
                           "What every column, plot and measuring rule means: bench/README.md."]))
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="case list, see below (default: 'gpu' on a CUDA machine, 'quick' otherwise)")
-    p.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS), metavar="NAME",
-                   help=f"providers to compare, from {', '.join(PROVIDERS)} (default: all; those that "
-                        "cannot run here are skipped with the reason)")
+    p.add_argument("--providers", nargs="+", choices=PROVIDERS, default=None, metavar="NAME",
+                   help=f"providers to compare, from {', '.join(PROVIDERS)} (default: FADE's and bilinear; all "
+                        "in the presets that compare upsamplers; those that cannot run here are skipped with "
+                        "the reason)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: bench/results/_scratch/DEVICE_DATE_PRESET/, which git "
@@ -218,6 +245,14 @@ def parser() -> argparse.ArgumentParser:
         cases.add_argument(flag, dest=field, nargs="+", type=str if field in choices else int,
                            choices=choices.get(field), default=None, metavar="NAME" if field in choices else "N",
                            help=AXIS_HELP[field] + (f"from {', '.join(choices[field])}" if field in choices else ""))
+    # the memory-experiment kit (bench/memory.py)
+    p.add_argument("--snapshots", action="store_true",
+                   help="a memory snapshot per timed case and provider in OUT/memory/ (CUDA: a pickle for "
+                        "https://pytorch.org/memory_viz; CPU: the profiler's memory timeline as CSV); on by "
+                        "default in the presets that compare upsamplers")
+    p.add_argument("--budget", type=memory.parse_bytes, default=None, metavar="BYTES",
+                   help="e.g. 8GiB: the largest size and batch each provider fits in this memory, fitted from "
+                        "safe sizes and verified at the limit where this machine allows (budget_sweep.csv)")
     return p
 
 
@@ -252,5 +287,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cases, name = cases_from(args, device)
-    run(cases, args.providers, device, args.out or default_out_dir(device, name),
-        plots=not args.no_plots, argv=argv, timing=not args.memory_only)
+    providers = args.providers or default_providers(args.preset or "")
+    run(cases, providers, device, args.out or default_out_dir(device, name), plots=not args.no_plots, argv=argv,
+        timing=not args.memory_only, snapshots=args.snapshots or args.preset in COMPARISON_PRESETS,
+        budget=args.budget)

@@ -18,7 +18,7 @@ CASE_FIELDS = ["op", "mode", "dtype", "layout", "batch", "channels", "size", "sc
                "sweep"]
 MEASURED_FIELDS = ["provider", "status", "reason", "ms_median", "ms_p20", "ms_p80", "runs", "others_cpu", "contended",
                    "wall_ms", "gb_per_s", "peak_bytes", "rel_err_vs_torch", "grad_rel_err_vs_torch", "gflops",
-                   "params", "min_bytes", "flops", "floor_ms", "floor_bound", "x_floor"]
+                   "params", "min_bytes", "flops", "floor_ms", "floor_bound", "x_floor", "snapshot"]
 ENV_FIELDS = ["fp32_precision", "device", "torch", "triton"]  # repeated on every row: each row stands alone
 FIELDS = CASE_FIELDS + MEASURED_FIELDS + ENV_FIELDS
 INTS = {"batch", "channels", "size", "scale", "kernel", "embed", "groups", "runs", "contended", "peak_bytes", "params",

@@ -32,11 +32,11 @@ def column_notes(env: dict) -> list[tuple[str, str]]:
         ("peak MiB", "peak memory allocated during the call above the inputs (output and gradients included)"),
         ("x floor", "ms / roofline floor; floor = max(bytes / copy bandwidth, FLOPs / matmul rate in the dtype, "
                     f"float32 at {env['fp32_precision'].upper()}); 1 = at the floor. GB/s and x floor are left out "
-                    "for bilinear: it is not FADE"),
+                    "for bilinear and the other upsamplers (DySample, CARAFEPack): they are not FADE"),
         ("GFLOP", "forward GFLOP of one call (in fwd+bwd cases too) as torch.utils.flop_counter counts them: "
                   "convolutions and the reassembly (the FLOP formulas of fade_triton's operators), no "
                   "elementwise work; mmcv's compiled CARAFE is invisible to it (its reassembly counts 0), bilinear "
-                  "counts 0"),
+                  "counts 0 and DySample its 1x1 convolutions only (grid_sample is elementwise)"),
         ("params", "parameters of the provider's module (0 for bilinear, which has none)"),
     ]
 

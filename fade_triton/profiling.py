@@ -1,4 +1,5 @@
-"""Peak-memory measurement for memory-profiling experiments (used by bench/, notebooks/, tests/).
+"""Memory measurement for memory-profiling experiments (used by bench/, notebooks/, tests/):
+``peak_memory`` and ``memory_timeline``.
 
 ``peak_memory(fn, device)`` runs ``fn()`` once and returns the peak number of bytes allocated
 *during* the call above what was allocated before it (so the inputs do not count; the output
@@ -11,6 +12,10 @@ does, while it is alive).
   maximum is the peak. Memory that bypasses PyTorch's allocator (numpy buffers in Triton's
   interpreter, Python objects) is not seen. The profiler's own messages on the C-level stderr
   are hidden (shown only if the measurement fails); ``quiet=False`` lets them through.
+
+``memory_timeline(fn, device)`` runs ``fn()`` once under the profiler and returns every
+allocation and free on ``device`` in order, with the live bytes after each (above what was
+allocated before the call): where the peak happens, not only its height.
 """
 from __future__ import annotations
 
@@ -32,19 +37,30 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu", qu
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
+    return max([0] + [event["live_bytes"] for event in memory_timeline(fn, device, quiet)])
+
+
+def memory_timeline(fn: Callable[[], object], device: torch.device | str = "cpu", quiet: bool = True) -> list[dict]:
+    """Every allocation (``bytes`` > 0) and free (< 0) on ``device`` during one ``fn()``, in order:
+    dicts with ``time_ms`` (since the first event), ``bytes`` and ``live_bytes`` (the running
+    sum: bytes allocated during the call and still alive). From the PyTorch profiler's memory
+    records (``profile_memory=True``; CUDA events too where the profiler sees the GPU)."""
     from torch.profiler import ProfilerActivity, profile
 
+    device = torch.device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    kind = torch.autograd.DeviceType.CUDA if device.type == "cuda" else torch.autograd.DeviceType.CPU
     with captured_stderr() if quiet else contextlib.nullcontext():
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with profile(activities=activities, profile_memory=True) as prof:
             fn()
-    records = [e for e in prof.profiler.kineto_results.events()
-               if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == kind]
     records.sort(key=lambda e: e.start_ns())
-    live = peak = 0
+    timeline, live = [], 0
     for e in records:
         live += e.nbytes()
-        peak = max(peak, live)
-    return peak
+        timeline.append({"time_ms": (e.start_ns() - records[0].start_ns()) / 1e6, "bytes": e.nbytes(),
+                         "live_bytes": live})
+    return timeline
 
 
 @contextlib.contextmanager

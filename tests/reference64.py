@@ -60,3 +60,35 @@ def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_w
               + up(conv3x3(conv1x1(de, wd), wk, bk, groups), scale)[..., :oh, :ow])
     masks = torch.softmax(logits, dim=1)
     return gate * en + (1 - gate) * reassemble(de, masks, k, scale)
+
+
+def conv2d(x, weight, bias, dilation=1):
+    """'same' cross-correlation with an odd-or-even k x k kernel, zero padding
+    int((k - 1) * dilation / 2), by an explicit loop over the taps."""
+    b, c, h, w = x.shape
+    k = weight.shape[-1]
+    pad = int((k - 1) * dilation / 2)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oh, ow = h + 2 * pad - dilation * (k - 1), w + 2 * pad - dilation * (k - 1)
+    out = bias.view(1, -1, 1, 1).expand(b, -1, oh, ow).clone()
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, :, i * dilation:i * dilation + oh, j * dilation:j * dilation + ow]
+            out = out + torch.einsum("oc,bchw->bohw", weight[:, :, i, j], patch)
+    return out
+
+
+def carafe_pack(x, compressor_weight, compressor_bias, encoder_weight, encoder_bias, scale, k, groups, dilation=1):
+    """mmcv's CARAFEPack forward restated: compress (1x1), encode (k_enc x k_enc, dilated), pixel
+    shuffle by index (mask channel c*s*s + i*s + j at (y, x) -> channel c at (y*s + i, x*s + j)),
+    softmax over each group's K*K taps, reassemble."""
+    x, wc, bc, we, be = (t.double() for t in (x, compressor_weight, compressor_bias, encoder_weight, encoder_bias))
+    mask = conv2d(conv1x1(x, wc, bc), we, be, dilation)
+    b, cm, h, w = mask.shape
+    shuffled = torch.zeros(b, cm // scale ** 2, h * scale, w * scale, dtype=mask.dtype)
+    for i in range(scale):
+        for j in range(scale):
+            shuffled[:, :, i::scale, j::scale] = mask[:, i * scale + j::scale * scale]
+    oh, ow = h * scale, w * scale
+    masks = shuffled.view(b, groups, k * k, oh, ow).softmax(2).view(b, groups * k * k, oh, ow)
+    return reassemble(x, masks, k, scale, groups)
