@@ -48,15 +48,16 @@ _DEF = re.compile(r"^\s*(%[\w.]+)(?::(\d+))?\s*=\s*([\w.]+)(.*)$")
 _ARG = re.compile(r"%([A-Za-z_]\w*): i32\b")
 # Arguments whose 32-bit products are bounded by a host-side check, per kernel: sizes and strides
 # of the weights (packed: 9 x C x KP, checked < 2**31 elements by ``ops.fade.fold.pack_weights``
-# and ``ops.conv3x3.conv3x3_weight_grad``), channel counts, and a row chunk's height (its start is
-# a row index < H). Every other size or stride argument may reach 2**31 in a product.
+# and ``ops.conv3x3.conv3x3_weight_grad``), channel counts, a row chunk's height (its start is a
+# row index < H) and the window radius R = K // 2 (a neighbour's row or column times s is an
+# output coordinate, < OH or OW). Every other size or stride argument may reach 2**31 in a product.
 BOUNDED_ARGS = {
     "conv3x3_kernel": {"stride_wt", "stride_wi", "stride_wo", "stride_tb"},
     "conv3x3_weight_grad_kernel": {"ROWS", "C", "N"},
     "unfold_weight_grad_kernel": {"C", "E", "K2", "stride_wk_k", "stride_wk_e", "stride_wk_t"},
-    "reassemble_fwd_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT"},
-    "reassemble_bwd_kernel": {"C_GROUP", "GROUPS"},
-    "reassemble_bwd_feat_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT"},
+    "reassemble_fwd_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R"},
+    "reassemble_bwd_kernel": {"C_GROUP", "GROUPS", "R"},
+    "reassemble_bwd_feat_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R"},
 }
 _BOUNDING = {"arith.divsi", "arith.divui", "arith.remsi", "arith.remui", "arith.extsi", "arith.extui",
              "arith.cmpi", "tt.get_program_id"}
@@ -82,7 +83,7 @@ def i32_index_muls(ttgir: str, kernel: str = "") -> list:
         operands = set(re.findall(r"%[\w.]+", rest.split(" : ")[0].split(" loc(")[0]))
         rtype = rest.rsplit(" : ", 1)[-1] if " : " in rest else ""
         hit = bool(operands & tainted)
-        is_i32 = bool(re.search(r"(?:\bi32\b|xi32>)", rtype)) and "i64" not in rtype
+        is_i32 = bool(re.search(r"(?:\bi32\b|xi32[,>])", rtype)) and "i64" not in rtype
         if hit and op == "arith.muli" and is_i32:
             loc = re.search(r"loc\((#loc\d+)\)\s*$", line)
             found.append(locs.get(loc.group(1), line.strip()[:120]) if loc else line.strip()[:120])
