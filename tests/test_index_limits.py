@@ -98,3 +98,14 @@ def test_compiled_launch_past_the_grid_limit():
     masks = torch.rand(1, 9, 4, 4).expand(batch, -1, -1, -1)
     out = ft.carafe(x, masks, 3, 1, 2, backend="triton")
     torch.testing.assert_close(out, ft.carafe(x, masks, 3, 1, 2, backend="torch").expand_as(out), rtol=1e-4, atol=1e-4)
+
+
+def test_output_gradient_strides_past_the_32_bit_window_walk_raise():
+    """The feature gradient walks dout's window in 32-bit steps of K*s rows or columns: strides
+    that make such a step pass 2**31 raise a ValueError naming dout (a host-side bound)."""
+    x = torch.randn(1, 2, 1, 3, requires_grad=True)
+    masks = torch.rand(1, 9, 1, 3)
+    dout = torch.randn(2 * 3).as_strided((1, 2, 1, 3), (0, 3, 2**30, 1))  # one row: the row stride is free
+    out = ft.carafe(x, masks, 3, 1, 1, backend="triton")
+    with pytest.raises(ValueError, match="dout"):
+        out.backward(dout)

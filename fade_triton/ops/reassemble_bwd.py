@@ -151,6 +151,7 @@ def reassemble_bwd_feat_kernel(
     for ph0 in tl.static_range(0, S * S, PH):
         # ws[k * PH + p]: the weight neighbour q' = q - (tap k's offset) gives pixel q in phase p
         ws = ()
+        m_tap = m_base  # tap k's mask channel, stepped channel to channel (no k * stride product)
         for k in tl.static_range(K2):
             ny = ly - (k // K) + R
             nx = lx - (k % K) + R
@@ -159,12 +160,13 @@ def reassemble_bwd_feat_kernel(
                 keep = 1.0 - sigmoid_gate(gate_ptr, b, ny, nx, n_ok, stride_gb, stride_gh, stride_gw, ACC)
             for p in tl.static_range(PH):
                 oy, ox, pok = phase(ny, nx, n_ok, OH, OW, ph0 + p, S)
-                m = tl.load(m_base + k * tl.cast(stride_mc, tl.int64) + oy * stride_mh + ox * stride_mw, mask=pok, other=0.0).to(ACC)
+                m = tl.load(m_tap + oy * stride_mh + ox * stride_mw, mask=pok, other=0.0).to(ACC)
                 if SOFTMAX:
                     m = tl.exp(m - tl.load(lse_ptr + (b * OH + oy) * OW + ox, mask=pok, other=0.0))
                 if GATE:
                     m = m * keep
                 ws = ws + (tl.where(pok, m, 0.0),)
+            m_tap += stride_mc
         for c0 in range(split * C_SPLIT, tl.minimum(split * C_SPLIT + C_SPLIT, C_GROUP), BLOCK_C):
             c_ok, c = channel_block(c0, g, C_GROUP, BLOCK_C)
             io = c_ok[:, None] & q_ok[None, :]
@@ -185,7 +187,7 @@ def reassemble_bwd_feat_kernel(
                     ph_off = ((ph0 + p) // S) * stride_dh + ((ph0 + p) % S) * stride_dw
                     d = tl.load(d_ptrs + ph_off, mask=c_ok[:, None] & (w != 0.0)[None, :], other=0.0)
                     acc += w[None, :] * d.to(ACC)
-                d_ptrs = window_step(d_ptrs, k, K, -S * tl.cast(stride_dh, tl.int64), -S * tl.cast(stride_dw, tl.int64))
+                d_ptrs = window_step(d_ptrs, k, K, -S * stride_dh, -S * stride_dw)  # 32-bit: bounded on the host
             tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=io)
 
 
@@ -200,6 +202,11 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
         dx.zero_()
         dmasks.zero_()
         return
+    if kernel_size * scale * max(abs(dout.stride(2)), abs(dout.stride(3))) >= 2**31:
+        # the feature gradient walks dout's window K*s rows or columns at a time with 32-bit steps
+        # (64-bit steps cost registers that spill): bench.tools.aot, BOUNDED_ARGS
+        raise ValueError(f"dout: strides {dout.stride()} times kernel_size * scale = {kernel_size * scale} "
+                         "pass 2**31 elements; make the output gradient contiguous")
     acc = accumulator_dtype(x.dtype)
     lse = torch.empty((b, oh, ow), dtype=acc, device=x.device) if softmax else None
     flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)

@@ -115,8 +115,9 @@ def pass_masks(m_base, stride_mc, stride_mh, stride_mw, ly, lx, ok, OH, OW,
         oy, ox, pok = phase(ly, lx, ok, OH, OW, PH0 + p, S)
         ptrs = m_base + oy * stride_mh + ox * stride_mw
         vals = ()
-        for k in tl.static_range(K2):
-            vals = vals + (tl.load(ptrs + k * tl.cast(stride_mc, tl.int64), mask=pok, other=0.0).to(ACC),)
+        for k in tl.static_range(K2):  # the pointer tile stepped channel to channel: no k * stride product
+            vals = vals + (tl.load(ptrs, mask=pok, other=0.0).to(ACC),)
+            ptrs += stride_mc
         if SOFTMAX:
             mx = vals[0]
             for k in tl.static_range(1, K2):
