@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 # fixed sequence of examples (derandomized) sized for about a minute in all; "long" draws many more at
 # random (python -m pytest tests/test_properties.py --hypothesis-profile=long).
 _SLOW_EXAMPLES = [HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, print_blob=True,
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
                           suppress_health_check=_SLOW_EXAMPLES)
 settings.register_profile("long", max_examples=300, deadline=None, print_blob=True,
                           suppress_health_check=_SLOW_EXAMPLES)

@@ -30,7 +30,8 @@ def wrong_tensor(draw, t: torch.Tensor):
     if how == "type":
         return how, draw(st.sampled_from(NOT_TENSORS))
     if how == "ndim":
-        return how, draw(st.sampled_from([t.unsqueeze(0), t.flatten(), t.reshape(-1)[:1].squeeze()]))
+        return how, draw(st.sampled_from([v for v in (t.unsqueeze(0), t.flatten(), t.reshape(-1)[:1].squeeze())
+                                          if v.dim() != t.dim()]))
     if how == "dtype":
         return how, t.to(draw(st.sampled_from([torch.int32, torch.int64, torch.bool, torch.complex64, torch.float64])))
     if how == "device":
