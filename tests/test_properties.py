@@ -8,8 +8,8 @@ kernels), scale 1-4 (1-2 interpreted), encoder sizes s*H - r
 non-contiguous slice, a storage offset, or a stride-0 (expanded) batch. The inputs are views
 of leaf tensors made inside the differentiated function, so the gradients flow through the
 view (an expanded batch sums its gradient). Profiles (``tests/conftest.py``): ``ci`` (default,
-fixed seed, about a minute) and ``long`` (``--hypothesis-profile=long``). Failures found here
-become regular tests (``test_found_by_hypothesis`` below)."""
+fixed seed, about a minute) and ``long`` (``--hypothesis-profile=long``). A failure found here
+becomes a regular test beside the others of its kind (none so far)."""
 import pytest
 import torch
 from hypothesis import given, strategies as st
