@@ -115,6 +115,7 @@ class FADE(nn.Module):
             self.en_proj = nn.Conv2d(in_channels_en, in_channels_de, kernel_size=1)
         self.reset_parameters()
         self._register_load_state_dict_pre_hook(self._rename_eccv_keys)
+        self._register_load_state_dict_pre_hook(self._check_state_dict)
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weights, zero biases (as the official code)."""
@@ -130,6 +131,26 @@ class FADE(nn.Module):
         if renamed.keys() != state_dict.keys():
             state_dict.clear()
             state_dict.update(renamed)
+
+    def _check_state_dict(self, state_dict, prefix, local_metadata, strict, *args):
+        """Before loading: each of this module's entries a tensor of its parameter's shape
+        (TypeError / ValueError naming the key), and with ``strict`` no missing or unknown key
+        under ``prefix`` (ValueError naming them), rather than torch's RuntimeError afterwards."""
+        own = {prefix + name: p for name, p in self.named_parameters()}
+        for key, param in own.items():
+            if key in state_dict:
+                value = state_dict[key]
+                if not isinstance(value, torch.Tensor):
+                    raise TypeError(f"state_dict[{key!r}] must be a torch.Tensor, got {type(value).__name__}")
+                if value.shape != param.shape:
+                    raise ValueError(f"state_dict[{key!r}] must have shape {tuple(param.shape)}, "
+                                     f"got {tuple(value.shape)}")
+        if strict:
+            missing = sorted(own.keys() - state_dict.keys())
+            unknown = sorted(k for k in state_dict if k.startswith(prefix) and k not in own)
+            if missing or unknown:
+                raise ValueError(f"state_dict for {type(self).__name__}: missing keys {missing}, "
+                                 f"unknown keys {unknown}")
 
     def forward(self, en: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
         with tracer_warnings_off():

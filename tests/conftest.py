@@ -13,6 +13,17 @@ if DEVICE_TYPE == "cpu":
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property-based tests (tests/test_properties.py, tests/test_bad_inputs.py): "ci", the default, draws a
+# fixed sequence of examples (derandomized) sized for about a minute in all; "long" draws many more at
+# random (python -m pytest tests/test_properties.py --hypothesis-profile=long).
+_SLOW_EXAMPLES = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=_SLOW_EXAMPLES)
+settings.register_profile("long", max_examples=300, deadline=None, print_blob=True,
+                          suppress_health_check=_SLOW_EXAMPLES)
+settings.load_profile("ci")
 
 from fade_triton.testing import nan_filled_empty  # noqa: E402
 

@@ -12,7 +12,8 @@ shared memory, warps, tensor-core instructions (wgmma / mma in the PTX), the glo
 width, the grid, and the occupancy those imply (H100 for sm_90, A100 for sm_80).
 
 Writes ``compile_report.csv`` (``--out``, default ``bench/results/aot-<date>/``) and prints a
-table. Exits non-zero when a kernel fails to compile or spills (stack or spill bytes > 0).
+table. Exits non-zero when a kernel fails to compile, spills (stack or spill bytes > 0) or has
+a 32-bit multiply of a size or stride that can pass 2**31 (``i32_index_muls``, ``BOUNDED_ARGS``).
 Triton's compile cache keeps reruns fast; ptxas -v runs on the cached PTX.
 """
 from __future__ import annotations
@@ -38,7 +39,58 @@ from ..cases import HEADLINE, OPS, Case, make_inputs
 # (SMs, registers per SM, shared memory per SM in bytes, max warps per SM, max blocks per SM)
 GPUS = {90: ("H100", 132, 65536, 228 * 1024, 64, 32), 80: ("A100", 108, 65536, 164 * 1024, 64, 32)}
 FIELDS = ["kernel", "op", "mode", "dtype", "layout", "arch", "config", "grid", "programs", "regs", "spill_stores",
-          "spill_loads", "stack", "smem", "warps", "tensor_core", "global_loads", "occupancy", "gpu", "status"]
+          "spill_loads", "stack", "smem", "warps", "tensor_core", "global_loads", "i32_index_muls", "occupancy", "gpu",
+          "status"]
+
+
+
+_DEF = re.compile(r"^\s*(%[\w.]+)(?::(\d+))?\s*=\s*([\w.]+)(.*)$")
+_ARG = re.compile(r"%([A-Za-z_]\w*): i32\b")
+# Arguments whose 32-bit products are bounded by a host-side check, per kernel: sizes and strides
+# of the weights (packed: 9 x C x KP, checked < 2**31 elements by ``ops.fade.fold.pack_weights``
+# and ``ops.conv3x3.conv3x3_weight_grad``), channel counts, a row chunk's height (its start is a
+# row index < H), the window radius R = K // 2 (a neighbour's row or column times s is an
+# output coordinate, < OH or OW), and the output gradient's row and column strides in the feature
+# gradient (K * s times either < 2**31, checked by ``ops.reassemble_bwd.reassemble_bwd``). Every other size or stride argument may reach 2**31 in a product.
+BOUNDED_ARGS = {
+    "conv3x3_kernel": {"stride_wt", "stride_wi", "stride_wo", "stride_tb"},
+    "conv3x3_weight_grad_kernel": {"ROWS", "C", "N"},
+    "unfold_weight_grad_kernel": {"C", "E", "K2", "stride_wk_k", "stride_wk_e", "stride_wk_t"},
+    "reassemble_fwd_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R"},
+    "reassemble_bwd_kernel": {"C_GROUP", "GROUPS", "R"},
+    "reassemble_bwd_feat_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R", "stride_dh", "stride_dw"},
+}
+_BOUNDING = {"arith.divsi", "arith.divui", "arith.remsi", "arith.remui", "arith.extsi", "arith.extui",
+             "arith.cmpi", "tt.get_program_id"}
+
+
+def i32_index_muls(ttgir: str, kernel: str = "") -> list:
+    """The 32-bit multiplies in a kernel's TTGIR that involve a size or stride argument (an i32
+    kernel argument, or a 32-bit value computed from one), as source locations: the products
+    that can pass 2**31 and wrap. A value stops counting as derived once it is widened to 64
+    bits or is a quotient, remainder or comparison (bounded by what it divides: program
+    indices, tile positions). The kernels compute every such product in 64 bits, so the report
+    requires none."""
+    bounded = BOUNDED_ARGS.get(kernel, set())
+    header = re.search(r"tt\.func public @\w+\((.*?)\) attributes", ttgir, re.S) or re.search(r"tt\.func public @\w+\((.*)", ttgir)
+    tainted = {"%" + name for name in _ARG.findall(header.group(1)) if name not in bounded}
+    locs = dict(re.findall(r"^(#loc\d+) = loc\((\"[^\"]*\":\d+:\d+)\)", ttgir, re.M))
+    found = []
+    for line in ttgir.splitlines():
+        m = _DEF.match(line)
+        if not m:
+            continue
+        result, _, op, rest = m.groups()
+        operands = set(re.findall(r"%[\w.]+", rest.split(" : ")[0].split(" loc(")[0]))
+        rtype = rest.rsplit(" : ", 1)[-1] if " : " in rest else ""
+        hit = bool(operands & tainted)
+        is_i32 = bool(re.search(r"(?:\bi32\b|xi32[,>])", rtype)) and "i64" not in rtype
+        if hit and op == "arith.muli" and is_i32:
+            loc = re.search(r"loc\((#loc\d+)\)\s*$", line)
+            found.append(locs.get(loc.group(1), line.strip()[:120]) if loc else line.strip()[:120])
+        if hit and is_i32 and op not in _BOUNDING:
+            tainted.add(result)
+    return found
 
 
 def launch_key(launch: Launch):
@@ -103,6 +155,7 @@ def compile_launch(launch: Launch, arch: int) -> dict:
     options, sig, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, spec, opts)
     compiled = triton.compile(ASTSource(kernel, sig, constexprs, attrs), target=target, options=options.__dict__)
     ptx = compiled.asm["ptx"]
+    narrow = i32_index_muls(compiled.asm["ttgir"], launch.name)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "k.ptx"
         path.write_text(ptx)
@@ -132,7 +185,8 @@ def compile_launch(launch: Launch, arch: int) -> dict:
                 tensor_core=tc, global_loads=" ".join(f"{n}x{w}" for w, n in widths.items()),
                 occupancy=f"{blocks * warps}/{warps_sm} warps ({100 * blocks * warps / warps_sm:.0f}%), "
                           f"{programs / (blocks * sms):.1f} waves",
-                gpu=name, status="ok" if stack == st == ld == 0 else "SPILLS")
+                i32_index_muls=len(narrow), gpu=name,
+                status="SPILLS" if stack or st or ld else (f"I32_INDEX at {sorted(set(narrow))}" if narrow else "ok"))
 
 
 _TASKS: list = []  # (launch, arch), filled before the worker processes fork

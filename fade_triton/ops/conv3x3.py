@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .helpers import accumulator_dtype, cdiv, channel_fast, dot_precision, next_pow2, strides, target_of
+from .helpers import (accumulator_dtype, batch_slices, batch_view, cdiv, channel_fast, check_grid_axis1, dot_precision,
+                      next_pow2, strides, target_of)
 from .window import tap_masks, window_step
 
 WGRAD_ROWS = 16  # rows of one image per weight-gradient chunk
@@ -84,7 +85,7 @@ def conv3x3_kernel(
         for t in tl.static_range(9):
             inside = rows[t // 3] & cols[t % 3]
             a = tl.load(a_ptrs, mask=inside[:, None] & i_ok[None, :], other=0.0)
-            wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * stride_wt, mask=i_ok[:, None] & n_ok[None, :], other=0.0)
+            wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * tl.cast(stride_wt, tl.int64), mask=i_ok[:, None] & n_ok[None, :], other=0.0)
             acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
             a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
     # epilogue: the optional terms, then one store
@@ -92,14 +93,14 @@ def conv3x3_kernel(
         acc += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(acc_dtype)[None, :]
     if HAS_TAP_BIAS:
         for t in tl.static_range(9):
-            tb = tl.load(tap_bias_ptr + t * stride_tb + n, mask=n_ok, other=0.0).to(acc_dtype)
+            tb = tl.load(tap_bias_ptr + t * tl.cast(stride_tb, tl.int64) + n, mask=n_ok, other=0.0).to(acc_dtype)
             acc += tl.where((rows[t // 3] & cols[t % 3])[:, None], tb[None, :], 0.0)
     p_ok = (y < H) & (x < W)
     io = p_ok[:, None] & n_ok[None, :]
     ly = (y // SCALE).to(tl.int64)
     lx = (x // SCALE).to(tl.int64)
     if HAS_LO:
-        acc += tl.load(lo_ptr + b * stride_lb + (ly * stride_lh + lx * stride_lw)[:, None] + n[None, :] * stride_lc,
+        acc += tl.load(lo_ptr + b * stride_lb + (ly * stride_lh + lx * stride_lw)[:, None] + n.to(tl.int64)[None, :] * stride_lc,
                        mask=io, other=0.0).to(acc_dtype)
     if HAS_ADD:
         extra = tl.load(add_ptr + b * stride_ab + (y.to(tl.int64) * stride_ah + x.to(tl.int64) * stride_aw)[:, None]
@@ -137,16 +138,20 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
         return out
     target = target_of(x)
     cfg = conv3x3_config(x, c_out, target)
-    grid = (cdiv(wd, cfg["TX"]), cdiv(h, cfg["BLOCK_P"] // cfg["TX"]), b * cdiv(c_out, cfg["BLOCK_N"]))
-    wrap_triton(conv3x3_kernel)[grid](
-        x, w, out, bias, tap_bias, lo, add, gate,
-        c_in, c_out, h, wd,
-        *x.stride(), *w_strides, *out.stride(), *strides(lo), *strides(add), *strides(gate, 3),
-        tap_bias.stride(0) if tap_bias is not None else 0,
-        SCALE=scale, FLIP=flip, HAS_BIAS=bias is not None, HAS_TAP_BIAS=tap_bias is not None,
-        HAS_LO=lo is not None, HAS_ADD=add is not None, GATED_ADD=gate is not None,
-        ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,
-    )
+    grid_rows = cdiv(h, cfg["BLOCK_P"] // cfg["TX"])
+    check_grid_axis1(grid_rows, "conv3x3 (tiles of image rows: the height is too large)")
+    for rows in batch_slices(b, cdiv(c_out, cfg["BLOCK_N"]), "conv3x3 (output channels)"):
+        xs, outs, los, adds, gates = (batch_view(t, rows) for t in (x, out, lo, add, gate))
+        grid = (cdiv(wd, cfg["TX"]), grid_rows, xs.shape[0] * cdiv(c_out, cfg["BLOCK_N"]))
+        wrap_triton(conv3x3_kernel)[grid](
+            xs, w, outs, bias, tap_bias, los, adds, gates,
+            c_in, c_out, h, wd,
+            *xs.stride(), *w_strides, *outs.stride(), *strides(los), *strides(adds), *strides(gates, 3),
+            tap_bias.stride(0) if tap_bias is not None else 0,
+            SCALE=scale, FLIP=flip, HAS_BIAS=bias is not None, HAS_TAP_BIAS=tap_bias is not None,
+            HAS_LO=lo is not None, HAS_ADD=add is not None, GATED_ADD=gate is not None,
+            ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,
+        )
     return out
 
 
@@ -206,7 +211,7 @@ def conv3x3_weight_grad_kernel(
             p_ok = (y < r0 + ROWS) & (y < H) & (x < W)
             rows, cols = tap_masks(y, x, H, W, 1, 3, True)
             gt = tl.load(g_ptr + b * stride_gb + (y.to(tl.int64) * stride_gh + x.to(tl.int64) * stride_gw)[:, None]
-                         + n[None, :] * stride_gc, mask=p_ok[:, None] & n_ok[None, :], other=0.0)
+                         + n.to(tl.int64)[None, :] * stride_gc, mask=p_ok[:, None] & n_ok[None, :], other=0.0)
             a_ptrs = (x_ptr + b * stride_xb + c.to(tl.int64)[None, :] * stride_xc
                       + (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None] - stride_xh - stride_xw)
             new = ()
@@ -252,12 +257,15 @@ def conv3x3_weight_grad(g, x):
     np_ = next_pow2(n, 16)
     acc = accumulator_dtype(x.dtype)
     n_chunks = b * cdiv(h, WGRAD_ROWS)
+    if 9 * c * np_ >= 2**31:  # one chunk's partials are indexed in 32 bits (bench.tools.aot, BOUNDED_ARGS)
+        raise ValueError(f"x: {c} channels make a weight-gradient chunk 9 x {c} x {np_} >= 2**31 elements")
     part = torch.empty((n_chunks, 9, c, np_), dtype=acc, device=x.device)
     taps = torch.empty((n_chunks, 9, np_), dtype=acc, device=x.device)
     if n_chunks == 0:
         return part, taps
     target = target_of(x)
     cfg = weight_grad_config(x, np_, target)
+    check_grid_axis1(cdiv(c, cfg["BLOCK_C"]), "conv3x3 weight gradient (blocks of input channels)")
     wrap_triton(conv3x3_weight_grad_kernel)[(n_chunks, cdiv(c, cfg["BLOCK_C"]))](
         g, x, part, taps, n, c, h, w, WGRAD_ROWS, *g.stride(), *x.stride(),
         ACC_FP64=acc == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,

@@ -55,6 +55,38 @@ def next_pow2(n: int, minimum: int = 1) -> int:
     return 1 << (n - 1).bit_length()
 
 
+# CUDA's limit on grid axes 1 and 2 (axis 0 takes up to 2**31 - 1). Read at each launch, so a
+# test can lower it to run the batch-split launches under the interpreter.
+MAX_GRID_YZ = 65535
+
+
+def batch_slices(batch, programs_per_image, what: str) -> list:
+    """The batch in slices whose launches keep grid axis 2 (``images * programs_per_image``)
+    within ``MAX_GRID_YZ``: one ``slice(None)`` (the whole batch, one launch) for every usual
+    size, more launches on views (no copies) past the limit. Raises ValueError naming ``what``
+    when one image alone needs more programs than the axis takes."""
+    if programs_per_image > MAX_GRID_YZ:
+        raise ValueError(f"{what}: {programs_per_image} programs per image exceed CUDA's grid limit of {MAX_GRID_YZ}")
+    if batch * programs_per_image <= MAX_GRID_YZ:
+        return [slice(None)]
+    per = MAX_GRID_YZ // programs_per_image
+    return [slice(i, min(i + per, batch)) for i in range(0, batch, per)]
+
+
+def check_grid_axis1(programs, what: str) -> None:
+    """Raise ValueError naming ``what`` when grid axis 1 needs more than ``MAX_GRID_YZ`` programs."""
+    if programs > MAX_GRID_YZ:
+        raise ValueError(f"{what}: {programs} programs along grid axis 1 exceed CUDA's limit of {MAX_GRID_YZ}")
+
+
+def batch_view(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    """``t[rows]`` along the batch (a view; ``t`` itself for the whole batch), or None for an
+    absent optional tensor."""
+    if t is None or rows == slice(None):
+        return t
+    return t[rows]
+
+
 def strides(t: torch.Tensor | None, n: int = 4) -> tuple:
     """``t.stride()``, or ``n`` zeros for an absent optional tensor (its kernel flag is off)."""
     return t.stride() if t is not None else (0,) * n

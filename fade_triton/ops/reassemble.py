@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .helpers import cdiv, channel_fast, next_pow2, strides, target_of
+from .helpers import batch_slices, batch_view, cdiv, channel_fast, check_grid_axis1, next_pow2, strides, target_of
 from .window import channel_block, load_tap, pass_masks, phase, reassembly_program, sigmoid_gate
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
@@ -69,7 +69,7 @@ def reassemble_fwd_kernel(
         ms, _ = pass_masks(m_base, stride_mc, stride_mh, stride_mw, ly, lx, q_ok, OH, OW, ph0, PH, S, K2, SOFTMAX, ACC)
         for c0 in range(split * C_SPLIT, tl.minimum(split * C_SPLIT + C_SPLIT, C_GROUP), BLOCK_C):
             c_ok, c = channel_block(c0, g, C_GROUP, BLOCK_C)
-            x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - R * stride_xh - R * stride_xw
+            x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - tl.cast(R, tl.int64) * stride_xh - tl.cast(R, tl.int64) * stride_xw
             accs = ()  # accs[p]: the (BLOCK_C, TQ) output of phase p
             for p in tl.static_range(PH):
                 accs = accs + (tl.zeros((BLOCK_C, TQ), ACC),)
@@ -136,7 +136,16 @@ def channel_splits(c_group: int, block_c: int) -> tuple[int, int]:
 
 
 def reassembly_grid(h, w, b_groups, cfg, splits=1):
-    return (splits * cdiv(w, cfg["TX"]), cdiv(h, cfg["TQ"] // cfg["TX"]), b_groups)
+    """(splits x column tiles, row tiles, images x groups); raises ValueError past axis 1's limit
+    (the batch is split by ``reassembly_batches`` to keep axis 2 within its own)."""
+    rows = cdiv(h, cfg["TQ"] // cfg["TX"])
+    check_grid_axis1(rows, "reassembly (tiles of low-resolution rows: the height is too large)")
+    return (splits * cdiv(w, cfg["TX"]), rows, b_groups)
+
+
+def reassembly_batches(batch: int, group_size: int) -> list:
+    """The batch slices of a reassembly launch (grid axis 2 = images x groups)."""
+    return batch_slices(batch, group_size, "reassembly (mask groups)")
 
 
 def check_fusion(softmax: bool, gate, group_size: int) -> None:
@@ -153,10 +162,12 @@ def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, soft
         return out
     cfg = tile_config(x, c // group_size, kernel_size, scale, target_of(x))
     splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
-    wrap_triton(reassemble_fwd_kernel)[reassembly_grid(h, w, b * group_size, cfg, splits)](
-        x, masks, gate, en, out, c // group_size, group_size, h, w, out.shape[2], out.shape[3], kernel_size // 2,
-        splits, per,
-        *x.stride(), *masks.stride(), *strides(gate, 3), *strides(en), *out.stride(),
-        K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=x.dtype == torch.float64, **cfg,
-    )
+    for rows in reassembly_batches(b, group_size):
+        xs, ms, gs, es, outs = (batch_view(t, rows) for t in (x, masks, gate, en, out))
+        wrap_triton(reassemble_fwd_kernel)[reassembly_grid(h, w, xs.shape[0] * group_size, cfg, splits)](
+            xs, ms, gs, es, outs, c // group_size, group_size, h, w, out.shape[2], out.shape[3], kernel_size // 2,
+            splits, per,
+            *xs.stride(), *ms.stride(), *strides(gs, 3), *strides(es), *outs.stride(),
+            K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=x.dtype == torch.float64, **cfg,
+        )
     return out

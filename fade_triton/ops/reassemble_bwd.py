@@ -13,8 +13,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .helpers import accumulator_dtype, strides, target_of
-from .reassemble import channel_splits, check_fusion, reassembly_grid, tile_config
+from .helpers import accumulator_dtype, batch_view, strides, target_of
+from .reassemble import channel_splits, check_fusion, reassembly_batches, reassembly_grid, tile_config
 from .window import channel_block, load_tap, lowres_tile, pass_masks, phase, reassembly_program, sigmoid_gate, window_step
 
 
@@ -80,7 +80,7 @@ def reassemble_bwd_kernel(
                     e = tl.load(en_ptr + b * stride_eb + c * stride_ec + (oy * stride_eh + ox * stride_ew)[None, :],
                                 mask=io, other=0.0).to(ACC)
                     edots = edots[:p] + (edots[p] + tl.sum(dout * e, 0),) + edots[p + 1:]
-            x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - R * stride_xh - R * stride_xw
+            x_ptrs = x_ptr + b * stride_xb + c * stride_xc + x_pix - tl.cast(R, tl.int64) * stride_xh - tl.cast(R, tl.int64) * stride_xw
             for k in tl.static_range(K2):
                 v, x_ptrs = load_tap(x_ptrs, c_ok, rows, cols, stride_xh, stride_xw, k, K, ACC)
                 new = ()
@@ -103,13 +103,14 @@ def reassemble_bwd_kernel(
                     mdm += ms[p * K2 + k] * ds[p * K2 + k]
                 mdm = mdm * keep
                 tl.store(lse_ptr + (b * OH + oy) * OW + ox, lses[p], mask=pok)
-            pix = (b * GROUPS * K2 + g * K2) * OH * OW + oy * OW + ox
+            plane = tl.cast(OH, tl.int64) * OW  # one (OH, OW) plane of dm
+            pix = (b * GROUPS * K2 + g * K2) * plane + oy * OW + ox
             for k in tl.static_range(K2):
                 dk = ds[p * K2 + k] * keep
                 if SOFTMAX:
                     dk = ms[p * K2 + k] * (dk - mdm)
                     dlo = dlo[:k] + (dlo[k] + tl.where(pok, dk, 0.0),) + dlo[k + 1:]
-                tl.store(dm_ptr + pix + k * OH * OW, dk, mask=pok)
+                tl.store(dm_ptr + pix + k * plane, dk, mask=pok)
     if SOFTMAX:
         lo_ptrs = dlo_ptr + b * stride_lob + ly.to(tl.int64) * stride_loh + lx.to(tl.int64) * stride_low
         for k in tl.static_range(K2):
@@ -150,6 +151,7 @@ def reassemble_bwd_feat_kernel(
     for ph0 in tl.static_range(0, S * S, PH):
         # ws[k * PH + p]: the weight neighbour q' = q - (tap k's offset) gives pixel q in phase p
         ws = ()
+        m_tap = m_base  # tap k's mask channel, stepped channel to channel (no k * stride product)
         for k in tl.static_range(K2):
             ny = ly - (k // K) + R
             nx = lx - (k % K) + R
@@ -158,12 +160,13 @@ def reassemble_bwd_feat_kernel(
                 keep = 1.0 - sigmoid_gate(gate_ptr, b, ny, nx, n_ok, stride_gb, stride_gh, stride_gw, ACC)
             for p in tl.static_range(PH):
                 oy, ox, pok = phase(ny, nx, n_ok, OH, OW, ph0 + p, S)
-                m = tl.load(m_base + k * stride_mc + oy * stride_mh + ox * stride_mw, mask=pok, other=0.0).to(ACC)
+                m = tl.load(m_tap + oy * stride_mh + ox * stride_mw, mask=pok, other=0.0).to(ACC)
                 if SOFTMAX:
                     m = tl.exp(m - tl.load(lse_ptr + (b * OH + oy) * OW + ox, mask=pok, other=0.0))
                 if GATE:
                     m = m * keep
                 ws = ws + (tl.where(pok, m, 0.0),)
+            m_tap += stride_mc
         for c0 in range(split * C_SPLIT, tl.minimum(split * C_SPLIT + C_SPLIT, C_GROUP), BLOCK_C):
             c_ok, c = channel_block(c0, g, C_GROUP, BLOCK_C)
             io = c_ok[:, None] & q_ok[None, :]
@@ -184,7 +187,7 @@ def reassemble_bwd_feat_kernel(
                     ph_off = ((ph0 + p) // S) * stride_dh + ((ph0 + p) % S) * stride_dw
                     d = tl.load(d_ptrs + ph_off, mask=c_ok[:, None] & (w != 0.0)[None, :], other=0.0)
                     acc += w[None, :] * d.to(ACC)
-                d_ptrs = window_step(d_ptrs, k, K, -S * stride_dh, -S * stride_dw)
+                d_ptrs = window_step(d_ptrs, k, K, -S * stride_dh, -S * stride_dw)  # 32-bit: bounded on the host
             tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=io)
 
 
@@ -199,19 +202,28 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
         dx.zero_()
         dmasks.zero_()
         return
+    if kernel_size * scale * max(abs(dout.stride(2)), abs(dout.stride(3))) >= 2**31:
+        # the feature gradient walks dout's window K*s rows or columns at a time with 32-bit steps
+        # (64-bit steps cost registers that spill): bench.tools.aot, BOUNDED_ARGS
+        raise ValueError(f"dout: strides {dout.stride()} times kernel_size * scale = {kernel_size * scale} "
+                         "pass 2**31 elements; make the output gradient contiguous")
     acc = accumulator_dtype(x.dtype)
     lse = torch.empty((b, oh, ow), dtype=acc, device=x.device) if softmax else None
     flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)
     target = target_of(x)
     cfg = tile_config(x, c // group_size, kernel_size, scale, target, kernel="bwd")
-    wrap_triton(reassemble_bwd_kernel)[reassembly_grid(h, w, b * group_size, cfg)](
-        x, masks, gate, en, dout, dmasks, dlo, lse, c // group_size, group_size, h, w, oh, ow, kernel_size // 2,
-        *x.stride(), *masks.stride(), *strides(gate, 3), *strides(en), *dout.stride(), *strides(dlo),
-        **flags, **cfg,
-    )
-    cfg = tile_config(dx, c // group_size, kernel_size, scale, target, kernel="feat")
-    splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
-    wrap_triton(reassemble_bwd_feat_kernel)[reassembly_grid(h, w, b * group_size, cfg, splits)](
-        masks, lse, gate, dout, dx, c // group_size, group_size, h, w, oh, ow, kernel_size // 2, splits, per,
-        *masks.stride(), *strides(gate, 3), *dout.stride(), *dx.stride(), **flags, **cfg,
-    )
+    feat_cfg = tile_config(dx, c // group_size, kernel_size, scale, target, kernel="feat")
+    splits, per = channel_splits(c // group_size, feat_cfg["BLOCK_C"])
+    for rows in reassembly_batches(b, group_size):
+        xs, ms, gs, es, ds, dms, dlos, lses, dxs = (batch_view(t, rows) for t in
+                                                   (x, masks, gate, en, dout, dmasks, dlo, lse, dx))
+        b_groups = xs.shape[0] * group_size
+        wrap_triton(reassemble_bwd_kernel)[reassembly_grid(h, w, b_groups, cfg)](
+            xs, ms, gs, es, ds, dms, dlos, lses, c // group_size, group_size, h, w, oh, ow, kernel_size // 2,
+            *xs.stride(), *ms.stride(), *strides(gs, 3), *strides(es), *ds.stride(), *strides(dlos),
+            **flags, **cfg,
+        )
+        wrap_triton(reassemble_bwd_feat_kernel)[reassembly_grid(h, w, b_groups, feat_cfg, splits)](
+            ms, lses, gs, ds, dxs, c // group_size, group_size, h, w, oh, ow, kernel_size // 2, splits, per,
+            *ms.stride(), *strides(gs, 3), *ds.stride(), *dxs.stride(), **flags, **feat_cfg,
+        )

@@ -51,7 +51,7 @@ def window_step(ptrs, k: tl.constexpr, K: tl.constexpr, step_h, step_w):
     (``step_w``), or, after the last tap of a row, to the first tap of the next row. ``step_h``,
     ``step_w``: the element strides of one window row and column (negative to walk it mirrored,
     as the feature gradient's gather does)."""
-    return ptrs + ((step_h - (K - 1) * step_w) if k % K == K - 1 else step_w)
+    return ptrs + ((step_h - (K - 1) * tl.cast(step_w, tl.int64)) if k % K == K - 1 else step_w)
 
 
 @triton.jit
@@ -115,8 +115,9 @@ def pass_masks(m_base, stride_mc, stride_mh, stride_mw, ly, lx, ok, OH, OW,
         oy, ox, pok = phase(ly, lx, ok, OH, OW, PH0 + p, S)
         ptrs = m_base + oy * stride_mh + ox * stride_mw
         vals = ()
-        for k in tl.static_range(K2):
-            vals = vals + (tl.load(ptrs + k * stride_mc, mask=pok, other=0.0).to(ACC),)
+        for k in tl.static_range(K2):  # the pointer tile stepped channel to channel: no k * stride product
+            vals = vals + (tl.load(ptrs, mask=pok, other=0.0).to(ACC),)
+            ptrs += stride_mc
         if SOFTMAX:
             mx = vals[0]
             for k in tl.static_range(1, K2):

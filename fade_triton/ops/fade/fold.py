@@ -41,6 +41,8 @@ def pack_weights(weights: tuple, dtype: torch.dtype) -> PackedWeights:
     acc = accumulator_dtype(dtype)
     k2, c = kernel_weight.shape[0], en_weight.shape[1]
     kp = padded_channels(k2)
+    if 9 * c * kp >= 2**31:  # the kernels index the packed weights in 32 bits (bench.tools.aot, BOUNDED_ARGS)
+        raise ValueError(f"en_weight: {c} input channels make the packed weights 9 x {c} x {kp} >= 2**31 elements")
     wk = kernel_weight.to(acc).flatten(2)  # (K2, E or 1, 9)
     we, wd, be = en_weight.to(acc).flatten(1), de_weight.to(acc).flatten(1), en_bias.to(acc)
     if kernel_weight.shape[1] == 1 and en_weight.shape[0] == k2 > 1:  # FADE-Lite: depthwise 3x3
@@ -63,6 +65,17 @@ def pack_weights(weights: tuple, dtype: torch.dtype) -> PackedWeights:
     return PackedWeights(w_hi_p.to(dtype), w_lo_p.to(dtype), tap_bias_p, bias_hi, bias_lo)
 
 
+def capture_in_progress() -> bool:
+    """Whether a CUDA graph is being captured on the current stream (False on CPU-only builds,
+    where ``torch.cuda`` has no stream to ask)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def current_stream(device: torch.device):
+    """The current CUDA stream of ``device``; None for other devices (no streams to order)."""
+    return torch.cuda.current_stream(device) if device.type == "cuda" else None
+
+
 class FoldedWeightCache:
     """The folded weights of one module, prepared once per weight version.
 
@@ -71,21 +84,38 @@ class FoldedWeightCache:
     cache pins the storages it was made from, so their memory cannot be reused under the same
     address. Under torch.compile / export the preparation is traced instead (a few small ops in
     the graph), and inference tensors (no version counter) are not cached.
+
+    CUDA graphs: the version check runs on the host, so a graph that replayed cached tensors
+    would never see a later optimizer step. While a capture is in progress the weights are
+    therefore folded on every call, outside the cache: the folding kernels become part of the
+    recorded work, and each replay folds the weights as they are then (``docs/DEPLOY.md``).
+
+    Streams: an entry remembers the CUDA stream it was prepared on. Used from another stream, that
+    stream first waits for the preparation, and the packed tensors are marked as in use there
+    (``record_stream``), so the caching allocator does not hand their memory out while that
+    stream's kernels may still read it.
     """
 
     def __init__(self):
-        self._entry = None  # (key, pinned weights, PackedWeights)
+        self._entry = None  # (key, pinned weights, PackedWeights, stream prepared on, streams used on)
 
     def get(self, weights: tuple, dtype: torch.dtype) -> PackedWeights:
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or capture_in_progress():
             return pack_weights(weights, dtype)
         try:
             key = (dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights))
         except RuntimeError:  # inference tensors have no version counter
             return pack_weights(weights, dtype)
+        stream = current_stream(weights[0].device)
         if self._entry is None or self._entry[0] != key:
-            self._entry = (key, [w.detach() for w in weights], pack_weights(weights, dtype))
-        return self._entry[2]
+            self._entry = (key, [w.detach() for w in weights], pack_weights(weights, dtype), stream, {stream})
+        _, _, packed, made_on, used_on = self._entry
+        if stream not in used_on:  # first use on another stream: order it after the preparation
+            stream.wait_stream(made_on)
+            for t in packed:
+                t.record_stream(stream)
+            used_on.add(stream)
+        return packed
 
     @property
     def packed(self) -> PackedWeights | None:

@@ -16,7 +16,7 @@ def _chunk_sum(ptr, n_chunks, chunk_stride, offs, mask, acc_dtype: tl.constexpr)
     """sum over chunks (in order) of ptr[chunk * chunk_stride + offs]."""
     total = tl.zeros(offs.shape, acc_dtype)
     for i in range(0, n_chunks):
-        total += tl.load(ptr + i * chunk_stride + offs, mask=mask, other=0.0)
+        total += tl.load(ptr + tl.cast(i, tl.int64) * chunk_stride + offs, mask=mask, other=0.0)
     return total
 
 
