@@ -69,7 +69,7 @@ def test_what_cannot_be_split_raises_before_launching(monkeypatch):
 
 
 @pytest.mark.slow
-def test_offsets_past_2_31_match_the_reference():
+def test_offsets_past_2_31_match_the_reference_forward_and_the_backward_says_its_bound():
     k, oh, ow = 3, 4, 6
     channel_stride = 2**28  # channel 8 of the masks starts at element 2**31
     need = (k * k - 1) * channel_stride + oh * ow
@@ -83,12 +83,11 @@ def test_offsets_past_2_31_match_the_reference():
     x = torch.randn(1, 3, oh // 2, ow // 2, dtype=torch.float16, requires_grad=True)
     dout = torch.randn(1, 3, oh, ow, dtype=torch.float16)
     out = ft.carafe(x, masks, k, 1, 2, backend="triton")
-    out.backward(dout)
-    want = grads_of(lambda a, m: ref.reassemble(a, m, k, 2), [x.detach().double(), masks.detach().double()],
-                    dout.double())
     assert_close_rel(out, ref.reassemble(x.detach().double(), masks.detach().double(), k, 2), 1e-2)
-    assert_close_rel(x.grad, want[0], 1e-2)
-    assert_close_rel(masks.grad, want[1], 1e-2)
+    # the backward's feature gradient reads mask channels in 32 bits (64-bit products spill on
+    # sm_80): past the bound it raises, naming the masks, before any launch
+    with pytest.raises(ValueError, match="masks: channel stride"):
+        out.backward(dout)
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="a compiled launch past the grid limit needs a GPU")

@@ -58,7 +58,7 @@ BOUNDED_ARGS = {
     "unfold_weight_grad_kernel": {"C", "E", "K2", "stride_wk_k", "stride_wk_e", "stride_wk_t"},
     "reassemble_fwd_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R"},
     "reassemble_bwd_kernel": {"C_GROUP", "GROUPS", "R"},
-    "reassemble_bwd_feat_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R", "stride_dh", "stride_dw"},
+    "reassemble_bwd_feat_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R", "stride_dh", "stride_dw", "stride_mc"},
 }
 _BOUNDING = {"arith.divsi", "arith.divui", "arith.remsi", "arith.remui", "arith.extsi", "arith.extui",
              "arith.cmpi", "tt.get_program_id"}

@@ -113,7 +113,9 @@ def tile_config(x: torch.Tensor, c_group: int, kernel_size: int, scale: int, tar
     if kernel != "fwd":  # 2 channels (one vector) for channels_last, 1 for NCHW
         per_thread = 2 if channel_fast(x) and (kernel == "feat" or target.arch >= 90) else 1
         cfg = dict(TX=32, TQ=128, BLOCK_C=min(per_thread, next_pow2(c_group)))
-        budget //= 2
+        # masks and gradients (or neighbour weights) per phase; on sm_80 the mask-gradient kernel
+        # takes one phase a pass (two spill there once every index product is 64-bit)
+        budget //= 4 if kernel == "bwd" and target.arch < 90 else 2
     elif channel_fast(x):  # 16 channels a pixel in 16-byte vectors: 64 (bf16) or 32 (fp32) pixels, 8 wide
         vec = max(1, 16 // x.element_size())
         block_c = min(16, next_pow2(c_group, vec))

@@ -151,7 +151,6 @@ def reassemble_bwd_feat_kernel(
     for ph0 in tl.static_range(0, S * S, PH):
         # ws[k * PH + p]: the weight neighbour q' = q - (tap k's offset) gives pixel q in phase p
         ws = ()
-        m_tap = m_base  # tap k's mask channel, stepped channel to channel (no k * stride product)
         for k in tl.static_range(K2):
             ny = ly - (k // K) + R
             nx = lx - (k % K) + R
@@ -160,13 +159,13 @@ def reassemble_bwd_feat_kernel(
                 keep = 1.0 - sigmoid_gate(gate_ptr, b, ny, nx, n_ok, stride_gb, stride_gh, stride_gw, ACC)
             for p in tl.static_range(PH):
                 oy, ox, pok = phase(ny, nx, n_ok, OH, OW, ph0 + p, S)
-                m = tl.load(m_tap + oy * stride_mh + ox * stride_mw, mask=pok, other=0.0).to(ACC)
+                # k * stride_mc in 32 bits, bounded on the host (64-bit costs sm_80 a spill here)
+                m = tl.load(m_base + k * stride_mc + oy * stride_mh + ox * stride_mw, mask=pok, other=0.0).to(ACC)
                 if SOFTMAX:
                     m = tl.exp(m - tl.load(lse_ptr + (b * OH + oy) * OW + ox, mask=pok, other=0.0))
                 if GATE:
                     m = m * keep
                 ws = ws + (tl.where(pok, m, 0.0),)
-            m_tap += stride_mc
         for c0 in range(split * C_SPLIT, tl.minimum(split * C_SPLIT + C_SPLIT, C_GROUP), BLOCK_C):
             c_ok, c = channel_block(c0, g, C_GROUP, BLOCK_C)
             io = c_ok[:, None] & q_ok[None, :]
@@ -202,6 +201,11 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
         dx.zero_()
         dmasks.zero_()
         return
+    if kernel_size * kernel_size * group_size * abs(masks.stride(1)) >= 2**31:
+        # the feature gradient reads mask channel k at k * stride in 32 bits (64-bit products spill
+        # on sm_80): bench.tools.aot, BOUNDED_ARGS
+        raise ValueError(f"masks: channel stride {masks.stride(1)} times {kernel_size * kernel_size * group_size} "
+                         "channels passes 2**31 elements (an output plane past about 2**31 / K**2 pixels)")
     if kernel_size * scale * max(abs(dout.stride(2)), abs(dout.stride(3))) >= 2**31:
         # the feature gradient walks dout's window K*s rows or columns at a time with 32-bit steps
         # (64-bit steps cost registers that spill): bench.tools.aot, BOUNDED_ARGS
