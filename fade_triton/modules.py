@@ -132,12 +132,12 @@ class FADE(nn.Module):
             state_dict.clear()
             state_dict.update(renamed)
 
-    def _check_state_dict(self, state_dict, prefix, local_metadata, strict, *args):
-        """Before loading: each of this module's entries a tensor of its parameter's shape
-        (TypeError / ValueError naming the key), and with ``strict`` no missing or unknown key
-        under ``prefix`` (ValueError naming them), rather than torch's RuntimeError afterwards."""
-        own = {prefix + name: p for name, p in self.named_parameters()}
-        for key, param in own.items():
+    def _check_state_dict(self, state_dict, prefix, *args):
+        """Before loading (this module alone or inside a model): each of this module's entries a
+        tensor of its parameter's shape (TypeError / ValueError naming the key), rather than
+        torch's RuntimeError afterwards. Missing and unknown keys: ``load_state_dict``."""
+        for name, param in self.named_parameters():
+            key = prefix + name
             if key in state_dict:
                 value = state_dict[key]
                 if not isinstance(value, torch.Tensor):
@@ -145,12 +145,18 @@ class FADE(nn.Module):
                 if value.shape != param.shape:
                     raise ValueError(f"state_dict[{key!r}] must have shape {tuple(param.shape)}, "
                                      f"got {tuple(value.shape)}")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; with ``strict``, missing or unknown keys (after the ECCV
+        names are renamed) raise a ValueError naming them before anything is loaded. (A load
+        hook cannot do this: torch passes every hook ``strict=True``.)"""
         if strict:
-            missing = sorted(own.keys() - state_dict.keys())
-            unknown = sorted(k for k in state_dict if k.startswith(prefix) and k not in own)
+            given, own = convert_eccv_state_dict(state_dict).keys(), self.state_dict().keys()
+            missing, unknown = sorted(own - given), sorted(given - own)
             if missing or unknown:
                 raise ValueError(f"state_dict for {type(self).__name__}: missing keys {missing}, "
                                  f"unknown keys {unknown}")
+        return super().load_state_dict(state_dict, strict, assign)
 
     def forward(self, en: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
         with tracer_warnings_off():

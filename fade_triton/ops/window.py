@@ -51,7 +51,7 @@ def window_step(ptrs, k: tl.constexpr, K: tl.constexpr, step_h, step_w):
     (``step_w``), or, after the last tap of a row, to the first tap of the next row. ``step_h``,
     ``step_w``: the element strides of one window row and column (negative to walk it mirrored,
     as the feature gradient's gather does)."""
-    return ptrs + ((step_h - (K - 1) * step_w) if k % K == K - 1 else step_w)
+    return ptrs + ((step_h - (K - 1) * tl.cast(step_w, tl.int64)) if k % K == K - 1 else step_w)
 
 
 @triton.jit
