@@ -186,7 +186,7 @@ def reassemble_bwd_feat_kernel(
                     ph_off = ((ph0 + p) // S) * stride_dh + ((ph0 + p) % S) * stride_dw
                     d = tl.load(d_ptrs + ph_off, mask=c_ok[:, None] & (w != 0.0)[None, :], other=0.0)
                     acc += w[None, :] * d.to(ACC)
-                d_ptrs = window_step(d_ptrs, k, K, -S * stride_dh, -S * stride_dw)  # 32-bit: bounded on the host
+                d_ptrs = window_step(d_ptrs, k, K, -S * stride_dh, -S * stride_dw, False)  # bounded on the host
             tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=io)
 
 

@@ -46,12 +46,16 @@ def tap_masks(y, x, H, W, R, K: tl.constexpr, STATIC_R: tl.constexpr = False):
 
 
 @triton.jit
-def window_step(ptrs, k: tl.constexpr, K: tl.constexpr, step_h, step_w):
+def window_step(ptrs, k: tl.constexpr, K: tl.constexpr, step_h, step_w, WIDE: tl.constexpr = True):
     """``ptrs`` moved from tap k to tap k + 1 of a window walked row by row: one column right
     (``step_w``), or, after the last tap of a row, to the first tap of the next row. ``step_h``,
     ``step_w``: the element strides of one window row and column (negative to walk it mirrored,
     as the feature gradient's gather does)."""
-    return ptrs + ((step_h - (K - 1) * tl.cast(step_w, tl.int64)) if k % K == K - 1 else step_w)
+    if WIDE:  # the row-end step's product in 64 bits
+        return ptrs + ((step_h - (K - 1) * tl.cast(step_w, tl.int64)) if k % K == K - 1 else step_w)
+    # 32 bits, for a caller that bounds (K - 1) * step_w on the host (the feature gradient: 64-bit
+    # costs sm_80 a spill there)
+    return ptrs + ((step_h - (K - 1) * step_w) if k % K == K - 1 else step_w)
 
 
 @triton.jit
