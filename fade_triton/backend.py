@@ -97,6 +97,13 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of ``BACKENDS``, else a ValueError naming the choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Map a user's ``backend`` argument to the implementation that will run on ``device``:
     one of ``BACKENDS`` but "auto", or "export" while an exporter records (see the module's
@@ -105,8 +112,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     Raises ValueError for an unknown name and RuntimeError for an explicit request that
     cannot run here (rather than silently running something else).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
     if exporting():
         return "export"
     if device.type == "meta":

@@ -14,15 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backend import BACKENDS
+from .backend import check_backend
 from .checks import check_kernel_size, check_positive_int, check_scale
 from .functional import carafe, tracer_warnings_off
-
-
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 class CARAFE(nn.Module):
@@ -41,7 +35,7 @@ class CARAFE(nn.Module):
         self.kernel_size = check_kernel_size(kernel_size)
         self.group_size = check_positive_int("group_size", group_size)
         self.scale_factor = check_scale(scale_factor, "scale_factor")
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
 
     def forward(self, features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return carafe(features, masks, self.kernel_size, self.group_size, self.scale_factor, backend=self.backend)
@@ -90,7 +84,7 @@ class CARAFEPack(nn.Module):
         self.encoder_kernel = check_positive_int("encoder_kernel", encoder_kernel)
         self.encoder_dilation = check_positive_int("encoder_dilation", encoder_dilation)
         self.compressed_channels = check_positive_int("compressed_channels", compressed_channels)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
         self.channel_compressor = nn.Conv2d(self.channels, self.compressed_channels, 1)
         mask_channels = self.up_group * self.up_kernel ** 2 * self.scale_factor ** 2
         self.content_encoder = nn.Conv2d(self.compressed_channels, mask_channels, self.encoder_kernel,

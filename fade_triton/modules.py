@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backend import BACKENDS, resolve_backend
+from .backend import check_backend, resolve_backend
 from .checkpoint import convert_eccv_state_dict
 from .checks import check_kernel_size, check_positive_int, check_scale
 from .functional import fade_with_cache, tracer_warnings_off
@@ -98,8 +98,7 @@ class FADE(nn.Module):
         up_kernel_size = check_kernel_size(up_kernel_size, "up_kernel_size")
         embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         scale = check_scale(scale)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        check_backend(backend)
         self.in_channels_en, self.in_channels_de = in_channels_en, in_channels_de
         self.in_channels = in_channels_de if project == "en" else in_channels_en
         self.project = project

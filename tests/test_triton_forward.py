@@ -100,13 +100,10 @@ def test_strided_inputs_without_copies(layout, poisoned):
 
 def allocation_sizes(fn) -> list[int]:
     """Bytes of every allocation made through PyTorch's CPU allocator while ``fn`` runs, inside
-    custom operators too (the profiler's allocation records)."""
-    from torch.profiler import ProfilerActivity, profile
+    custom operators too (the profiler's allocation records, ``fade_triton.profiling.memory_timeline``)."""
+    from fade_triton.profiling import memory_timeline
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    return [e.nbytes() for e in prof.profiler.kineto_results.events()
-            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU and e.nbytes() > 0]
+    return [e["bytes"] for e in memory_timeline(fn, "cpu") if e["bytes"] > 0]
 
 
 @pytest.mark.skipif(ON_CUDA, reason="counts CPU allocator records; on CUDA the same code allocates the same tensors")
