@@ -7,7 +7,7 @@
 #   tests        the whole suite on CUDA: compiled kernels, bf16, TF32 vs IEEE, >2**31 elements
 #   sanitize     compute-sanitizer memcheck and racecheck on one forward+backward of FADE, FADE-Lite
 #                and carafe (groups 1 and 4), small shapes (bench.one_step); the pass/fail of each
-#                tool is its exit status (--error-exitcode)
+#                tool is its exit status (--error-exitcode); SANITIZE_TIMEOUT (s) bounds each tool
 #   sanitize-more   the same under initcheck and synccheck
 #   mmcv-carafe  build mmcv's CARAFE op alone (about a minute) from a carried bench/.mmcv-wheelhouse
 #   mmcv         build all of mmcv with its ops instead (about 120 files: may not fit one call)
@@ -34,7 +34,7 @@ sanitize() {  # tool...
   for tool in "$@"; do
     echo "== compute-sanitizer --tool $tool"
     # without the caching allocator every tensor is its own allocation, so memcheck sees overruns
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 3 \
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${SANITIZE_TIMEOUT:-900}" compute-sanitizer --tool "$tool" --error-exitcode 3 \
       python3 -m bench.tools.one_step --shape small 2>&1 | tee "$OUT/sanitize_$tool.log"
     local rc=$?  # with pipefail: compute-sanitizer's status, not tee's
     echo "== compute-sanitizer --tool $tool: exit $rc" | tee -a "$OUT/sanitize_summary.txt"
@@ -65,10 +65,17 @@ status=0
 for stage in "$@"; do
   echo "=== stage $stage"
   case "$stage" in
-    tests) FADE_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$OUT/tests_cuda.log" ;;
+    # PYTEST_ARGS: e.g. "-n 8 -v" (pytest-xdist is in the GPU image; -v keeps each verdict in the
+    # log even when a time limit cuts the run short)
+    tests) FADE_TEST_DEVICE=cuda python3 -m pytest -p no:cacheprovider -rfEs ${PYTEST_ARGS:--q} tests 2>&1 \
+             | tee "$OUT/tests_cuda.log" ;;
     sanitize) sanitize memcheck racecheck ;;
     sanitize-more) sanitize initcheck synccheck ;;
-    mmcv-carafe) bash bench/tools/build_mmcv.sh carafe 2>&1 | tee "$OUT/mmcv_carafe_build.log" ;;
+    # the built module is copied to $OUT/mmcv_carafe_ext/: carried to a later (bare) machine and put
+    # on PYTHONPATH, it saves the rebuild
+    mmcv-carafe) bash bench/tools/build_mmcv.sh carafe 2>&1 | tee "$OUT/mmcv_carafe_build.log" \
+                   && mkdir -p "$OUT/mmcv_carafe_ext" \
+                   && cp "$(python3 -c 'import torch, mmcv_carafe_ext; print(mmcv_carafe_ext.__file__)')" "$OUT/mmcv_carafe_ext/" ;;
     mmcv) bash bench/tools/build_mmcv.sh build 2>&1 | tee "$OUT/mmcv_build.log" ;;
     headline) python3 -m bench --preset headline --out "$OUT/headline" 2>&1 | tee "$OUT/headline.log" ;;
     ncu) profile ;;
