@@ -139,17 +139,20 @@ def test_fade_bad_input(mutate, exc, match):
             ft.fade(*args.values(), scale=scale, backend=backend)
 
 
+# Each override is built inside the test (a lambda), so its tensors land on the test's device
+# (FADE_TEST_DEVICE=cuda makes CUDA the default there; tensors made at collection time would be
+# CPU tensors beside CUDA features, and a device error would come first).
 BAD_CARAFE = [
-    ("mask channels", dict(masks=torch.rand(1, 8, 6, 6)), ValueError, "group_size \\* kernel_size\\*\\*2"),
-    ("mask size", dict(masks=torch.rand(1, 9, 6, 5)), ValueError, "exactly scale=2"),
-    ("even kernel", dict(kernel_size=4), ValueError, "positive odd"),
-    ("groups", dict(group_size=3, masks=torch.rand(1, 27, 6, 6)), ValueError, "divisible by group_size"),
-    ("dtype", dict(masks=torch.rand(1, 9, 6, 6, dtype=torch.float64)), TypeError, "must share a dtype"),
-    ("dims", dict(features=torch.rand(4, 3, 3)), ValueError, "features must have 4 dims"),
-    ("kernel float", dict(kernel_size=3.0), TypeError, "kernel_size must be an int .*got float 3.0"),
-    ("groups bool", dict(group_size=True), TypeError, "group_size must be an int .*got bool"),
-    ("scale float", dict(scale_factor=2.0), TypeError, "scale_factor must be an int .*got float 2.0"),
-    ("scale tensor", dict(scale_factor=torch.tensor(2.0)), TypeError, "scale_factor must be an int"),
+    ("mask channels", lambda: dict(masks=torch.rand(1, 8, 6, 6)), ValueError, "group_size \\* kernel_size\\*\\*2"),
+    ("mask size", lambda: dict(masks=torch.rand(1, 9, 6, 5)), ValueError, "exactly scale=2"),
+    ("even kernel", lambda: dict(kernel_size=4), ValueError, "positive odd"),
+    ("groups", lambda: dict(group_size=3, masks=torch.rand(1, 27, 6, 6)), ValueError, "divisible by group_size"),
+    ("dtype", lambda: dict(masks=torch.rand(1, 9, 6, 6, dtype=torch.float64)), TypeError, "must share a dtype"),
+    ("dims", lambda: dict(features=torch.rand(4, 3, 3)), ValueError, "features must have 4 dims"),
+    ("kernel float", lambda: dict(kernel_size=3.0), TypeError, "kernel_size must be an int .*got float 3.0"),
+    ("groups bool", lambda: dict(group_size=True), TypeError, "group_size must be an int .*got bool"),
+    ("scale float", lambda: dict(scale_factor=2.0), TypeError, "scale_factor must be an int .*got float 2.0"),
+    ("scale tensor", lambda: dict(scale_factor=torch.tensor(2.0)), TypeError, "scale_factor must be an int"),
 ]
 
 
@@ -157,7 +160,7 @@ BAD_CARAFE = [
 def test_carafe_bad_input(override, exc, match):
     args = dict(features=torch.rand(1, 4, 3, 3), masks=torch.rand(1, 9, 6, 6), kernel_size=3, group_size=1,
                 scale_factor=2)
-    args.update(override)
+    args.update(override())
     with pytest.raises(exc, match=match):
         ft.carafe(**args, backend="torch")
 
