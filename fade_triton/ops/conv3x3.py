@@ -22,13 +22,31 @@ from .helpers import (accumulator_dtype, batch_slices, batch_view, cdiv, channel
                       next_pow2, strides, target_of)
 from .window import tap_masks, window_step
 
+
+@triton.jit
+def tap_offset(t: tl.constexpr, stride_h, stride_w):
+    """The element offset of 3x3 tap t (row-major, centre 4) from the window's centre, as sums of
+    the strides (no products); a zero shift adds nothing, so the centre column keeps its
+    pointer's alignment."""
+    dy: tl.constexpr = t // 3 - 1
+    dx: tl.constexpr = t % 3 - 1
+    if dy == 0:
+        if dx == 0:
+            return 0
+        return stride_w if dx > 0 else -stride_w
+    row = stride_h if dy > 0 else -stride_h
+    if dx == 0:
+        return row
+    return row + stride_w if dx > 0 else row - stride_w
+
+
 WGRAD_ROWS = 16  # rows of one image per weight-gradient chunk
 
 
 @triton.jit
 def conv3x3_kernel(
     x_ptr, w_ptr, out_ptr, bias_ptr, tap_bias_ptr, lo_ptr, add_ptr, gate_ptr,
-    C_IN, C_OUT, H, W,
+    C_IN, C_OUT, W_OUT, H, W,
     stride_xb, stride_xc, stride_xh, stride_xw,
     stride_wt, stride_wi, stride_wo,
     stride_ob, stride_oc, stride_oh, stride_ow,
@@ -38,10 +56,11 @@ def conv3x3_kernel(
     SCALE: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TAP_BIAS: tl.constexpr,
     HAS_LO: tl.constexpr, HAS_ADD: tl.constexpr, GATED_ADD: tl.constexpr,
     ACC_FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, CENTRED: tl.constexpr,
     TX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """out[b, n, y, x] = sum_{t, i} x[b, i, (y, x) + t] * w[t', i, n]  (3x3, zero padding 1)
-                         + bias[n] + sum_{t in image} tap_bias[t, n] + lo[b, n, y // SCALE, x // SCALE]
+                         + bias[n] + tap_bias[edge(y, x), n] + lo[b, n, y // SCALE, x // SCALE]
                          + g * add[b, n, y, x],   g = sigmoid(gate[b, y // SCALE, x // SCALE]) or 1;
     t' = t, or 8 - t with FLIP (a transposed convolution, for input gradients). Every optional
     term is on only with its HAS_* flag (its pointer may then be None).
@@ -49,10 +68,19 @@ def conv3x3_kernel(
     x_ptr: input (B, C_IN, H, W), any strides; cast to w's dtype for the dot. w_ptr: weights
     indexed (tap, in, out) by stride_wt/wi/wo (a packed (9, C, KP) tensor, or the same read
     transposed). out_ptr: (B, C_OUT, H, W), any strides. bias_ptr: (C_OUT,). tap_bias_ptr:
-    (9, >= C_OUT), row stride stride_tb. lo_ptr: low-resolution addend (B, C_OUT, H', W'), any
+    (16, >= C_OUT), row stride stride_tb: per-tap biases summed over the taps inside the image,
+    by the pixel's edge state edge(y, x) = 4 * (y == 0 | 2 (y == H - 1)) + (x == 0 | 2 (x == W - 1))
+    (``ops/fade/fold.edge_bias_table``). lo_ptr: low-resolution addend (B, C_OUT, H', W'), any
     strides. add_ptr: (B, C_OUT, H, W) any strides. gate_ptr: gate logits (B, H', W'), any strides.
-    C_IN, C_OUT, H, W: sizes; stride_<t><d>: element strides of x, w, out, l(o), a(dd), g(ate).
+    C_IN, C_OUT, H, W: sizes; W_OUT: the weights' extent along out (>= C_OUT: packed weights are
+    zero-padded to KP columns, so the weight load needs no column mask when BLOCK_N divides it);
+    stride_<t><d>: element strides of x, w, out, l(o), a(dd), g(ate).
     ACC_FP64: accumulate in fp64 (fp64 inputs). INPUT_PRECISION: tl.dot's for fp32 ("tf32"/"ieee").
+    EVEN_K: BLOCK_K divides C_IN (no channel mask in the loop); EVEN_N: BLOCK_N divides W_OUT.
+    CENTRED: each tap's tile is addressed from the window's centre (``tap_offset``), so the 3
+    centre-column taps of a pixel-fast input keep its alignment (vector loads); otherwise one
+    pointer tile walks the 9 taps (``window_step``: channel-fast inputs are aligned at every tap,
+    and the walk holds fewer registers there).
 
     Tile: BLOCK_P output pixels as (BLOCK_P // TX) rows x TX columns, times BLOCK_N output
     channels; the reduction runs over input-channel blocks of BLOCK_K (outer loop) and the
@@ -79,24 +107,30 @@ def conv3x3_kernel(
     for i0 in range(0, C_IN, BLOCK_K):
         i = i0 + tl.arange(0, BLOCK_K)
         i_ok = i < C_IN
-        # one pointer tile at the window's top-left tap, stepped across the 9 taps
-        a_ptrs = x_ptr + b * stride_xb + i.to(tl.int64)[None, :] * stride_xc + pix - stride_xh - stride_xw
+        # one pointer tile at the window's centre; tap t adds its (row, column) shift, so the
+        # centre column's taps keep the tile's alignment (vector loads along an aligned W)
+        a_ptrs = x_ptr + b * stride_xb + i.to(tl.int64)[None, :] * stride_xc + pix
+        if not CENTRED:  # walked from the top-left tap (channel-fast inputs: every tap is aligned)
+            a_ptrs = a_ptrs - stride_xh - stride_xw
         w_ptrs = w_ptr + i.to(tl.int64)[:, None] * stride_wi + n[None, :] * stride_wo
+        w_ok = (i_ok | EVEN_K)[:, None] & ((n < W_OUT) | EVEN_N)[None, :]
         for t in tl.static_range(9):
             inside = rows[t // 3] & cols[t % 3]
-            a = tl.load(a_ptrs, mask=inside[:, None] & i_ok[None, :], other=0.0)
-            wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * tl.cast(stride_wt, tl.int64), mask=i_ok[:, None] & n_ok[None, :], other=0.0)
+            a = tl.load(a_ptrs + tap_offset(t, stride_xh, stride_xw) if CENTRED else a_ptrs,
+                        mask=inside[:, None] & (i_ok | EVEN_K)[None, :], other=0.0)
+            wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * tl.cast(stride_wt, tl.int64), mask=w_ok, other=0.0)
             acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
-            a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
+            if not CENTRED:
+                a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
     # epilogue: the optional terms, then one store
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(acc_dtype)[None, :]
-    if HAS_TAP_BIAS:
-        for t in tl.static_range(9):
-            tb = tl.load(tap_bias_ptr + t * tl.cast(stride_tb, tl.int64) + n, mask=n_ok, other=0.0).to(acc_dtype)
-            acc += tl.where((rows[t // 3] & cols[t % 3])[:, None], tb[None, :], 0.0)
     p_ok = (y < H) & (x < W)
     io = p_ok[:, None] & n_ok[None, :]
+    if HAS_TAP_BIAS:  # one gather from the (16, >= C_OUT) table of in-image tap-bias sums per edge state
+        edge = (((y == 0).to(tl.int32) + 2 * (y == H - 1).to(tl.int32)) * 4
+                + (x == 0).to(tl.int32) + 2 * (x == W - 1).to(tl.int32))
+        acc += tl.load(tap_bias_ptr + edge[:, None] * stride_tb + n[None, :], mask=io, other=0.0).to(acc_dtype)
     ly = (y // SCALE).to(tl.int64)
     lx = (x // SCALE).to(tl.int64)
     if HAS_LO:
@@ -138,6 +172,7 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
         return out
     target = target_of(x)
     cfg = conv3x3_config(x, c_out, target)
+    w_out = w.shape[2] if w_strides[2] == w.stride(2) else w.shape[1]  # the out axis as read: packed or transposed
     grid_rows = cdiv(h, cfg["BLOCK_P"] // cfg["TX"])
     check_grid_axis1(grid_rows, "conv3x3 (tiles of image rows: the height is too large)")
     for rows in batch_slices(b, cdiv(c_out, cfg["BLOCK_N"]), "conv3x3 (output channels)"):
@@ -145,12 +180,13 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
         grid = (cdiv(wd, cfg["TX"]), grid_rows, xs.shape[0] * cdiv(c_out, cfg["BLOCK_N"]))
         wrap_triton(conv3x3_kernel)[grid](
             xs, w, outs, bias, tap_bias, los, adds, gates,
-            c_in, c_out, h, wd,
+            c_in, c_out, w_out, h, wd,
             *xs.stride(), *w_strides, *outs.stride(), *strides(los), *strides(adds), *strides(gates, 3),
             tap_bias.stride(0) if tap_bias is not None else 0,
             SCALE=scale, FLIP=flip, HAS_BIAS=bias is not None, HAS_TAP_BIAS=tap_bias is not None,
             HAS_LO=lo is not None, HAS_ADD=add is not None, GATED_ADD=gate is not None,
-            ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,
+            ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target),
+            EVEN_K=c_in % cfg["BLOCK_K"] == 0, EVEN_N=w_out % cfg["BLOCK_N"] == 0, CENTRED=not channel_fast(x), **cfg,
         )
     return out
 

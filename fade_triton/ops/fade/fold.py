@@ -15,8 +15,9 @@ class PackedWeights(NamedTuple):
     a power of two >= 16; padding is zero).
 
     w_hi: (9, C, KP) compute dtype, ``Wk`` folded with ``We``. w_lo: (9, C, KP), ``Wk`` folded
-    with ``Wd``; channel K2 is the gate 1x1 (centre tap only). tap_bias: (9, KP) ``Wk . be``
-    per tap (counted only where the tap lands inside the image). bias_hi: (KP,) ``bk``.
+    with ``Wd``; channel K2 is the gate 1x1 (centre tap only). tap_bias: (16, KP), the sum of
+    the per-tap biases ``Wk . be`` over the taps that land inside the image, for each of the 16
+    edge states of a pixel (``edge_bias_table``). bias_hi: (KP,) ``bk``.
     bias_lo: (KP,) ``bk``, with the gate bias at channel K2. Biases fp32 (fp64 for fp64).
     """
 
@@ -58,11 +59,24 @@ def pack_weights(weights: tuple, dtype: torch.dtype) -> PackedWeights:
     w_lo_p[4, :, k2] = gate_weight.to(acc).flatten()
     tap_bias_p = w_hi.new_zeros((9, kp))
     tap_bias_p[:, :k2] = tap_bias
+    tap_bias_p = edge_bias_table(tap_bias_p)
     bias_hi = w_hi.new_zeros(kp)
     bias_hi[:k2] = kernel_bias.to(acc)
     bias_lo = bias_hi.clone()
     bias_lo[k2] = gate_bias.to(acc)[0]
     return PackedWeights(w_hi_p.to(dtype), w_lo_p.to(dtype), tap_bias_p, bias_hi, bias_lo)
+
+
+def edge_bias_table(tap_bias: torch.Tensor) -> torch.Tensor:
+    """(16, N) from per-tap biases (9, N) of a 3x3 'same' convolution: row ``4 * rs + cs`` is the
+    sum over the taps inside the image of a pixel whose row state is ``rs`` and column state
+    ``cs`` (bit 0: the row / column before it is outside the image, i.e. y == 0; bit 1: the one
+    after it is, y == H - 1; both for a one-pixel-high image). One gather from this table per
+    output element replaces nine masked loads and sums (``conv3x3_kernel``'s HAS_TAP_BIAS)."""
+    present = tap_bias.new_tensor([[0 if (s & 1 and d == 0) or (s & 2 and d == 2) else 1 for d in range(3)]
+                                   for s in range(4)])  # (state, offset 0..2): the tap row / column is inside
+    taps = tap_bias.view(3, 3, -1)
+    return torch.einsum("ri,cj,ijn->rcn", present, present, taps).reshape(16, -1)
 
 
 def capture_in_progress() -> bool:
