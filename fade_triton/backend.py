@@ -84,7 +84,9 @@ def float32_conv_precision() -> str:
     level = getattr(conv, "fp32_precision", None)
     if level is None:
         return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
-    for value in (level, getattr(torch.backends.cudnn, "fp32_precision", "none"),
+    if level != "none":  # the usual case: one read (this runs at every float32 launch)
+        return level
+    for value in (getattr(torch.backends.cudnn, "fp32_precision", "none"),
                   getattr(torch.backends, "fp32_precision", "none")):
         if value != "none":
             return value

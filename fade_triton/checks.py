@@ -152,9 +152,18 @@ def check_fade_args(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weigh
               "kernel_weight": (k2, 1 if depthwise else emb, 3, 3), "kernel_bias": (k2,)}
     weights = (gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_weight, kernel_bias)
     autocast = autocast_enabled(en.device.type)
-    for (name, shape), w in zip(shapes.items(), weights):
-        check_weight(name, w, shape, en, autocast)
+    if not weights_pass(weights, shapes.values(), en, autocast):  # then one of these raises, naming it
+        for (name, shape), w in zip(shapes.items(), weights):
+            check_weight(name, w, shape, en, autocast)
     return k, scale, depthwise
+
+
+def weights_pass(weights, shapes, like: torch.Tensor, autocast: bool) -> bool:
+    """Whether every weight passes ``check_weight`` against its shape: one pass over the
+    weights on the usual path; the per-weight checks run (for their messages) only when not."""
+    dtype, device = like.dtype, like.device
+    return all(isinstance(w, torch.Tensor) and w.shape == shape and w.device == device
+               and (w.dtype in FLOAT_DTYPES if autocast else w.dtype == dtype) for w, shape in zip(weights, shapes))
 
 
 def autocast_enabled(device_type: str) -> bool:

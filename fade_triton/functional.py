@@ -71,17 +71,19 @@ def carafe(features, masks, kernel_size: int, group_size: int = 1, scale_factor:
     return run(features, masks, kernel_size, group_size, scale_factor)
 
 
-@contextlib.contextmanager
 def tracer_warnings_off():
     """While ``torch.jit.trace`` records (the TorchScript-based ONNX exporter does too), the
     argument checks' shape comparisons and the FADE-Lite test on the weights' shapes become
     Python constants, and the tracer warns that the trace may not generalise. It does: the
     checks only validate the example inputs (the graph does not repeat them) and weight shapes
     are fixed. Only the checks and the backend choice run in this block: a warning from the
-    computation itself still shows (tests/test_deploy.py makes them errors)."""
-    if torch.jit.is_tracing():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            yield
-    else:
+    computation itself still shows (tests/test_deploy.py makes them errors). Outside a trace, a
+    null context (every call enters this block)."""
+    return _tracer_warnings_ignored() if torch.jit.is_tracing() else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _tracer_warnings_ignored():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield

@@ -171,10 +171,11 @@ class FADE(nn.Module):
 
     def weights(self) -> tuple:
         """The seven weights in ``fade_triton.fade``'s order."""
-        gen = self.ker_generator
-        return (self.gate_generator.conv.weight, self.gate_generator.conv.bias, gen.compressor_en.weight,
-                gen.compressor_en.bias, gen.compressor_de.weight, gen.content_encoder.weight,
-                gen.content_encoder.bias)
+        gate, gen = _child(self, "gate_generator"), _child(self, "ker_generator")
+        gate_conv, en, de, kernel = (_child(gate, "conv"), _child(gen, "compressor_en"), _child(gen, "compressor_de"),
+                                     _child(gen, "content_encoder"))
+        return (_param(gate_conv, "weight"), _param(gate_conv, "bias"), _param(en, "weight"), _param(en, "bias"),
+                _param(de, "weight"), _param(kernel, "weight"), _param(kernel, "bias"))
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` calls this first (on every submodule of what it scripts): FADE's
@@ -199,6 +200,20 @@ class FADE(nn.Module):
                     f"project={self.project!r}")
         return (f"{channels}, scale={self.scale}, up_kernel_size={self.up_kernel_size}, "
                 f"backend={self.backend!r} ({resolved} on {device.type})")
+
+
+def _child(module: nn.Module, name: str) -> nn.Module:
+    """``getattr(module, name)`` for a submodule, read from ``_modules`` (nn.Module's
+    ``__getattr__`` costs a microsecond a call)."""
+    child = module._modules.get(name)
+    return child if child is not None else getattr(module, name)
+
+
+def _param(module: nn.Module, name: str):
+    """``getattr(module, name)`` for a parameter, from ``_parameters`` when it is one there
+    (otherwise the attribute: a parametrization's property, a weight-norm hook's tensor)."""
+    param = module._parameters.get(name)
+    return param if param is not None else getattr(module, name)
 
 
 class FADELite(FADE):

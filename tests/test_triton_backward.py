@@ -255,3 +255,59 @@ def test_weight_gradient_over_several_chunks():
     en, de, wts = fade_problem(b, c, h, w, s, k, emb, dtype=torch.float32, weight_std=0.2)
     inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
     assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=s), inputs, torch.randn(en.shape), s, 1e-5)
+
+
+class _Watch(torch.overrides.TorchFunctionMode):
+    """A TorchFunctionMode that changes nothing: with it active the triton path runs through the
+    dispatcher (``fade_triton::fade``), as under any mode (``helpers.direct_call_ok``)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def operator_calls(monkeypatch, module, name):
+    """Calls of the operator ``module.name`` made from now on (a list that grows)."""
+    calls, op = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: calls.append(1) or op(*a))
+    return calls
+
+
+@pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
+def test_eager_fast_path_matches_the_operator_bitwise(lite, monkeypatch):
+    """The eager fast path (``ops/fade/op.py``: the implementation without the dispatcher) and
+    the operator give bitwise the same output and the same gradients of every input; plain eager
+    calls take the fast path, calls under a mode the operator (so FlopCounterMode and the like
+    see it: tests/test_deploy.py counts its FLOPs on the triton backend)."""
+    from fade_triton.ops.fade import op
+
+    en, de, wts = fade_problem(2, 6, 5, 7, 2, 3, 8, lite, torch.float32, weight_std=0.2)
+    inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
+    grad_out = torch.randn(en.shape)
+    forward, backward = operator_calls(monkeypatch, op, "fade_fwd"), operator_calls(monkeypatch, op, "fade_bwd")
+    fast = triton_fade(en, de, *inputs[2:], scale=2), grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out)
+    assert (forward, backward) == ([], [])
+    with _Watch():
+        dispatched = (triton_fade(en, de, *inputs[2:], scale=2),
+                      grads_of(lambda *a: triton_fade(*a, scale=2), inputs, grad_out))
+    assert (len(forward), len(backward)) == (2, 1)
+    assert torch.equal(fast[0], dispatched[0])
+    for got, want in zip(fast[1], dispatched[1]):
+        assert torch.equal(got, want)
+
+
+def test_carafe_eager_fast_path_matches_the_operator_bitwise(monkeypatch):
+    from fade_triton.ops.carafe import op
+
+    x, masks, grad_out = torch.randn(2, 8, 5, 6), torch.rand(2, 2 * 9, 10, 12), torch.randn(2, 8, 10, 12)
+    forward, backward = operator_calls(monkeypatch, op, "carafe_fwd"), operator_calls(monkeypatch, op, "carafe_bwd")
+
+    def run():
+        return grads_of(lambda x, m: ft.carafe(x, m, 3, 2, 2, backend="triton"), [x, masks], grad_out)
+
+    fast = run()
+    assert (forward, backward) == ([], [])
+    with _Watch():
+        dispatched = run()
+    assert (len(forward), len(backward)) == (1, 1)
+    for got, want in zip(fast, dispatched):
+        assert torch.equal(got, want)

@@ -6,6 +6,7 @@ import contextlib
 from typing import NamedTuple
 
 import torch
+from torch._library.triton import set_wrap_triton_enabled
 from torch._subclasses.fake_tensor import FakeTensor
 
 from ..backend import float32_conv_precision
@@ -131,6 +132,68 @@ def launches_skipped(t: torch.Tensor) -> bool:
     propagation, torch.export) and launches nothing. Under torch.compile the operator's
     implementation is traced with functional tensors instead, and its launches are recorded."""
     return t.device.type == "meta" or isinstance(t, FakeTensor)
+
+
+PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def direct_call_ok(*tensors) -> bool:
+    """Whether an operator's implementation may run without the dispatcher (its eager fast path:
+    a ``torch.autograd.Function`` around the same implementation): plain eager execution on plain
+    tensors. False under torch.compile / torch.export, an active TorchDispatchMode
+    (``FlopCounterMode``, fake and functional tensors, tracing) or TorchFunctionMode (including
+    ``torch.set_default_device``), a functorch transform (``vmap``, ``grad``), and for tensor
+    subclasses: the operator then runs through the dispatcher, so each of them sees it.
+    ``tensors``: the call's tensor arguments (None allowed)."""
+    if torch.compiler.is_compiling():  # first: the C checks below are not traced
+        return False
+    if (torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
+            or torch._C._functorch.peek_interpreter_stack() is not None):
+        return False
+    return all(t is None or type(t) in PLAIN_TENSOR_TYPES for t in tensors)
+
+
+def needs_autograd(*tensors) -> bool:
+    """Whether a call on ``tensors`` records an autograd graph (grad mode on and an input that
+    requires grad), as the dispatcher's autograd kernel decides it."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def direct_function(name: str, implementation, setup_context, backward) -> type[torch.autograd.Function]:
+    """An operator's eager fast path as a ``torch.autograd.Function``: ``implementation`` and the
+    operator's own ``setup_context`` and ``backward`` without the dispatcher (``ctx.direct`` tells
+    the backward it may call its implementation directly too, ``backward_call``)."""
+
+    def forward(ctx, *args):  # ctx in forward (no separate setup_context): apply binds no signature
+        with set_wrap_triton_enabled(False):  # launch the kernels as the operator does, no HOP
+            output = implementation(*args)
+        setup_context(ctx, args, output)
+        ctx.direct = True
+        return output
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward),
+                                                   "__doc__": direct_function.__doc__})
+
+
+def direct_call(operator, function, implementation, args: tuple, tensors: tuple, inputs: tuple):
+    """``operator(*args)``, or the same through its eager fast path where ``direct_call_ok(*tensors)``:
+    ``function`` (a ``direct_function``) when autograd records ``inputs``, else the implementation."""
+    if not direct_call_ok(*tensors):
+        return operator(*args)
+    if needs_autograd(*inputs):
+        return function.apply(*args)
+    with set_wrap_triton_enabled(False):
+        return implementation(*args)
+
+
+def backward_call(ctx, operator, implementation, args: tuple, tensors: tuple):
+    """The backward operator's ``operator(*args)`` from an autograd backward; its implementation
+    directly when the forward took the fast path (``ctx.direct``) and nothing needs the operator
+    (no mode, and no graph of the backward itself: ``create_graph=True`` goes through it)."""
+    if getattr(ctx, "direct", False) and direct_call_ok(*tensors) and not needs_autograd(*tensors):
+        with set_wrap_triton_enabled(False):
+            return implementation(*args)
+    return operator(*args)
 
 
 def autocast_inputs(*tensors):

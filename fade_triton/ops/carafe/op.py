@@ -6,7 +6,9 @@ operator, autograd, fake and meta tensors work).
 forward, 2 backward) or the eager PyTorch implementation (``ops/reassemble_eager.py``, any device).
 Masks are used as given (no softmax, no renormalisation), with ``group_size`` groups.
 ``carafe_triton_path`` and ``carafe_torch_path`` are what ``fade_triton.backend.IMPLEMENTATIONS``
-maps the ``triton`` and ``torch`` backends to.
+maps the ``triton`` and ``torch`` backends to. The ``triton`` backend takes the eager fast path
+of ``ops/fade/op.py`` (its docstring): the same implementation without the dispatcher where
+nothing needs to see the operator (``CarafeFunction``, ``helpers.direct_call``).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from torch.library import triton_op
 from torch.utils.flop_counter import register_flop_formula
 
 from ...backend import triton_installed
-from ..helpers import autocast_inputs, autocast_off, device_guard, launches_skipped, memory_format_of
+from ..helpers import (autocast_inputs, autocast_off, backward_call, device_guard, direct_call, direct_function,
+                       launches_skipped, memory_format_of)
 from ..reassemble_eager import reassemble_torch, reassemble_torch_backward
 
 if triton_installed():  # the eager implementation needs no triton
@@ -31,8 +34,7 @@ def carafe_flops(features_shape, masks_shape, kernel_size: int) -> int:
     return 2 * b * oh * ow * kernel_size * kernel_size * c
 
 
-@triton_op("fade_triton::carafe", mutates_args=())
-def carafe_fwd(features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int,
+def carafe_forward_impl(features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int,
                use_triton: bool) -> Tensor:
     """(B, C, OH, OW) in the features' dtype and layout; (OH, OW) is the masks' size."""
     if not use_triton:
@@ -46,8 +48,7 @@ def carafe_fwd(features: Tensor, masks: Tensor, kernel_size: int, group_size: in
     return out
 
 
-@triton_op("fade_triton::carafe_backward", mutates_args=())
-def carafe_bwd(dout: Tensor, features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int,
+def carafe_backward_impl(dout: Tensor, features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int,
                use_triton: bool) -> tuple[Tensor, Tensor]:
     """Gradients ``(d_features, d_masks)`` in the inputs' dtypes."""
     if not use_triton:
@@ -64,6 +65,11 @@ def carafe_bwd(dout: Tensor, features: Tensor, masks: Tensor, kernel_size: int, 
     return d_features, d_masks
 
 
+# the operators: the implementations above, registered (the fast path below calls them directly)
+carafe_fwd = triton_op("fade_triton::carafe", mutates_args=())(carafe_forward_impl)
+carafe_bwd = triton_op("fade_triton::carafe_backward", mutates_args=())(carafe_backward_impl)
+
+
 def _setup_context(ctx, inputs, output):
     features, masks, *config = inputs
     ctx.save_for_backward(features, masks)
@@ -71,7 +77,8 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, dout):
-    d_features, d_masks = carafe_bwd(dout, *ctx.saved_tensors, *ctx.config)
+    args = (dout, *ctx.saved_tensors, *ctx.config)
+    d_features, d_masks = backward_call(ctx, carafe_bwd, carafe_backward_impl, args, args[:3])
     return d_features, d_masks, None, None, None, None
 
 
@@ -83,10 +90,22 @@ register_flop_formula(torch.ops.fade_triton.carafe_backward)(
     lambda dout, features, masks, kernel_size, *args, **kwargs: 2 * carafe_flops(features, masks, kernel_size))
 
 
+# the eager fast path (module docstring)
+CarafeFunction = direct_function("CarafeFunction", carafe_forward_impl, _setup_context, _backward)
+
+
+def carafe_call(*args) -> Tensor:
+    """``fade_triton::carafe(*args)``, through the eager fast path where it applies (the
+    ``triton`` implementation only)."""
+    if not args[-1]:
+        return carafe_fwd(*args)
+    return direct_call(carafe_fwd, CarafeFunction, carafe_forward_impl, args, args[:2], args[:2])
+
+
 def _carafe(features, masks, kernel_size, group_size, scale_factor, use_triton: bool) -> Tensor:
     features, masks = autocast_inputs(features, masks)
     with autocast_off(features.device.type):
-        return carafe_fwd(features, masks, kernel_size, group_size, scale_factor, use_triton)
+        return carafe_call(features, masks, kernel_size, group_size, scale_factor, use_triton)
 
 
 def carafe_triton_path(features, masks, kernel_size, group_size, scale_factor) -> Tensor:

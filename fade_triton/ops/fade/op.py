@@ -9,6 +9,15 @@ not a per-device registration, so the ``torch`` backend runs on CUDA and the int
 kernels on CPU; ``torch.export`` records the choice with the call. ``fade_triton_path`` and
 ``fade_torch_path`` are what ``fade_triton.backend.IMPLEMENTATIONS`` maps the ``triton`` and
 ``torch`` backends to.
+
+Eager fast path: the dispatcher's route to an operator (autograd kernel, redispatch, the
+implementation's wrappers) costs more host time than the Triton launchers themselves. Where
+nothing needs to see the operator (``helpers.direct_call_ok``: no torch.compile / export, no
+dispatch or function mode such as ``FlopCounterMode``, no functorch transform, plain tensors),
+``fade_triton_path`` calls the same implementation directly, through ``FadeFunction`` (a
+``torch.autograd.Function`` with the operator's own setup_context and backward) when a graph is
+recorded. Same launches, same saved tensors, bitwise the same results and gradients; the
+operator stays the one definition that compile, export, fake tensors and FLOP counting see.
 """
 from __future__ import annotations
 
@@ -20,7 +29,8 @@ from torch.library import triton_op
 from torch.utils.flop_counter import register_flop_formula
 
 from ...backend import triton_installed
-from ..helpers import autocast_inputs, autocast_off, device_guard, launches_skipped, memory_format_of
+from ..helpers import (autocast_inputs, autocast_off, backward_call, device_guard, direct_call, direct_function,
+                       launches_skipped, memory_format_of)
 from .eager import fade_torch_backward, fade_torch_forward
 from .fold import FoldedWeightCache, PackedWeights, pack_weights
 
@@ -45,8 +55,7 @@ def fade_flops(en_shape, de_shape, en_weight_shape, kernel_weight_shape) -> int:
     return 2 * b * (oh * ow * (generator + k2 * c) + h * w * (generator + c))
 
 
-@triton_op("fade_triton::fade", mutates_args=())
-def fade_fwd(en: Tensor, de: Tensor, gate_weight: Tensor, gate_bias: Tensor, en_weight: Tensor, en_bias: Tensor,
+def fade_forward_impl(en: Tensor, de: Tensor, gate_weight: Tensor, gate_bias: Tensor, en_weight: Tensor, en_bias: Tensor,
              de_weight: Tensor, kernel_weight: Tensor, kernel_bias: Tensor, w_hi: Optional[Tensor],
              w_lo: Optional[Tensor], tap_bias: Optional[Tensor], bias_hi: Optional[Tensor],
              bias_lo: Optional[Tensor], scale: int, use_triton: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -68,8 +77,7 @@ def fade_fwd(en: Tensor, de: Tensor, gate_weight: Tensor, gate_bias: Tensor, en_
     return out, logits, lo
 
 
-@triton_op("fade_triton::fade_backward", mutates_args=())
-def fade_bwd(dout: Tensor, en: Tensor, de: Tensor, gate_weight: Tensor, gate_bias: Tensor, en_weight: Tensor,
+def fade_backward_impl(dout: Tensor, en: Tensor, de: Tensor, gate_weight: Tensor, gate_bias: Tensor, en_weight: Tensor,
              en_bias: Tensor, de_weight: Tensor, kernel_weight: Tensor, kernel_bias: Tensor, w_hi: Optional[Tensor],
              w_lo: Optional[Tensor], saved_a: Tensor, saved_b: Tensor, scale: int, use_triton: bool,
              needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -85,6 +93,11 @@ def fade_bwd(dout: Tensor, en: Tensor, de: Tensor, gate_weight: Tensor, gate_bia
         return tuple(fade_bwd_triton(dout, en, de, weights, w_hi, w_lo, saved_a, saved_b, scale, needs))
 
 
+# the operators: the implementations above, registered (the fast path below calls them directly)
+fade_fwd = triton_op("fade_triton::fade", mutates_args=())(fade_forward_impl)
+fade_bwd = triton_op("fade_triton::fade_backward", mutates_args=())(fade_backward_impl)
+
+
 def _setup_context(ctx, inputs, output):
     *tensors, scale, use_triton = inputs
     _, saved_a, saved_b = output
@@ -98,7 +111,8 @@ def _backward(ctx, dout, _saved_a_grad, _saved_b_grad):
     needs = list(ctx.needs_input_grad[:9])
     if dout is None or not any(needs):
         return (None,) * 16
-    grads = fade_bwd(dout, *ctx.saved_tensors, ctx.scale, ctx.use_triton, needs)
+    args = (dout, *ctx.saved_tensors, ctx.scale, ctx.use_triton, needs)
+    grads = backward_call(ctx, fade_bwd, fade_backward_impl, args, args[:14])
     return (*(g if need else None for g, need in zip(grads, needs)), *(None,) * 7)
 
 
@@ -112,6 +126,18 @@ register_flop_formula(torch.ops.fade_triton.fade_backward)(
     2 * fade_flops(en, de, en_weight, kernel_weight))
 
 
+# the eager fast path (module docstring)
+FadeFunction = direct_function("FadeFunction", fade_forward_impl, _setup_context, _backward)
+
+
+def fade_call(*args) -> tuple[Tensor, Tensor, Tensor]:
+    """``fade_triton::fade(*args)``, through the eager fast path where it applies (the ``triton``
+    implementation only)."""
+    if not args[-1]:
+        return fade_fwd(*args)
+    return direct_call(fade_fwd, FadeFunction, fade_forward_impl, args, args[:14], args[:9])
+
+
 # The entry points of fade_triton.backend.IMPLEMENTATIONS: (en, de, weights, scale, depthwise, cache)
 def fade_triton_path(en, de, weights, scale, depthwise, cache: FoldedWeightCache | None = None) -> Tensor:
     """The ``triton`` backend: the operator on the Triton kernels, with the folded weights from
@@ -121,7 +147,7 @@ def fade_triton_path(en, de, weights, scale, depthwise, cache: FoldedWeightCache
     en, de, *weights = autocast_inputs(en, de, *weights)
     packed = cache.get(raw, en.dtype) if cache is not None else pack_weights(tuple(weights), en.dtype)
     with autocast_off(en.device.type):
-        return fade_fwd(en, de, *weights, *packed, scale, True)[0]
+        return fade_call(en, de, *weights, *packed, scale, True)[0]
 
 
 def fade_torch_path(en, de, weights, scale, depthwise, cache=None) -> Tensor:

@@ -65,7 +65,7 @@ def fade_bwd_triton(dout, en, de, weights: tuple, w_hi, w_lo, logits, lo, scale:
     (else a 0-element tensor)."""
     _, _, en_weight, en_bias, de_weight, kernel_weight, _ = weights
     k2 = kernel_weight.shape[0]
-    grads = [en.new_empty(0) for _ in range(9)]
+    grads = [None] * 9
     d_logits = torch.empty(logits.shape, dtype=logits.dtype, device=en.device)
     d_lo = torch.empty(lo.shape, dtype=lo.dtype, device=en.device).permute(0, 3, 1, 2)[:, :k2 + 1]
     d_de = torch.empty(de.shape, dtype=de.dtype, device=de.device, memory_format=memory_format_of(de))
@@ -84,4 +84,4 @@ def fade_bwd_triton(dout, en, de, weights: tuple, w_hi, w_lo, logits, lo, scale:
         for i, g in enumerate(weight_grads, start=2):
             if needs[i]:
                 grads[i] = g
-    return grads
+    return [g if g is not None else en.new_empty(0) for g in grads]
