@@ -80,14 +80,15 @@ class OpSpec:
 
 def _fade_inputs(case, gen):
     hi, lo = case.size * case.scale, case.size
-    return (torch.randn(case.batch, case.channels, hi, hi, generator=gen),
-            torch.randn(case.batch, case.channels, lo, lo, generator=gen))
+    return (torch.randn(case.batch, case.channels, hi, hi, generator=gen, device=gen.device),
+            torch.randn(case.batch, case.channels, lo, lo, generator=gen, device=gen.device))
 
 
 def _carafe_inputs(case, gen):
     hi, k2 = case.size * case.scale, case.kernel ** 2
-    features = torch.randn(case.batch, case.channels, case.size, case.size, generator=gen)
-    masks = torch.randn(case.batch, case.groups, k2, hi, hi, generator=gen).softmax(2).flatten(1, 2)
+    features = torch.randn(case.batch, case.channels, case.size, case.size, generator=gen, device=gen.device)
+    masks = torch.randn(case.batch, case.groups, k2, hi, hi, generator=gen, device=gen.device)
+    masks = masks.softmax(2).flatten(1, 2)
     return features, masks
 
 
@@ -123,8 +124,10 @@ OPS = {
 
 
 def make_inputs(case: Case, device: torch.device, requires_grad: bool, seed: int = 1) -> tuple[torch.Tensor, ...]:
-    """The op's inputs for the case (seeded), in its dtype and layout, leaves requiring grad when asked."""
-    gen = torch.Generator().manual_seed(seed)
+    """The op's inputs for the case (seeded), in its dtype and layout, leaves requiring grad when asked.
+    Drawn on the CPU (the same values on every device, whatever the caller's default device is),
+    then moved to ``device``."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     fmt = torch.channels_last if case.layout == "channels_last" else torch.contiguous_format
     return tuple(t.to(device, getattr(torch, case.dtype)).to(memory_format=fmt).requires_grad_(requires_grad)
                  for t in OPS[case.op].inputs(case, gen))

@@ -48,6 +48,20 @@ def _device_and_seed():
 
 
 @pytest.fixture
+def cpu_default_device(_device_and_seed):
+    """CPU as the default device for one test, whatever ``FADE_TEST_DEVICE`` says: for tests of
+    device-agnostic host-side machinery that are written for CPU (the exporters and ONNX Runtime,
+    gloo processes, the benchmark's ``--device cpu`` runs, the CPU profiler), so that nothing
+    they create lands on CUDA beside their CPU tensors."""
+    if DEVICE_TYPE == "cpu":
+        yield
+        return
+    torch.set_default_device("cpu")
+    yield
+    torch.set_default_device(DEVICE_TYPE)
+
+
+@pytest.fixture
 def poisoned():
     """Every float tensor made by torch.empty / torch.empty_like during the test starts as NaN,
     so an output element a kernel forgets to write fails the comparison."""

@@ -11,6 +11,9 @@ from bench import measure, providers, roofline, run
 from bench.cases import Case
 
 ROOT = Path(__file__).resolve().parent.parent
+# The benchmark runs here with --device cpu, in this process: CPU the default device too, as in a
+# `python -m bench --device cpu` process (tests/conftest.py, cpu_default_device).
+pytestmark = pytest.mark.usefixtures("cpu_default_device")
 
 
 def test_roofline_hand_computed_case():
@@ -145,6 +148,7 @@ def test_notebook_runs_top_to_bottom_and_shows_its_figures(name, figures, monkey
 def test_performance_notebook_shows_a_new_run(tmp_path, monkeypatch):
     """FADE_BENCH_RUN names a run folder made just now (memory-only, a channels sweep): the
     notebook shows that run's figure."""
+    pytest.importorskip("nbformat", reason="notebook tests need the [test] extra")  # before the run it would show
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     run.main(["--channels", "4", "8", "--sizes", "4", "--providers", "torch", "naive", "--memory-only",
               "--device", "cpu", "--out", str(tmp_path / "new-run")])

@@ -15,6 +15,9 @@ from bench import measure, run
 from bench.cases import CUSTOM_BASE, preset, with_axes
 
 ROOT = Path(__file__).resolve().parent.parent
+# The benchmark runs here with --device cpu, in this process: CPU the default device too, as in a
+# `python -m bench --device cpu` process (tests/conftest.py, cpu_default_device).
+pytestmark = pytest.mark.usefixtures("cpu_default_device")
 
 
 def _cases(argv):

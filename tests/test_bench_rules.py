@@ -14,11 +14,14 @@ import pytest
 import torch
 
 from bench import measure, plots, roofline, run
-from bench.cases import PRESETS, Case
+from bench.cases import PRESETS, Case, make_inputs
 from fade_triton import backend
 from fade_triton.profiling import captured_stderr
 
 ROOT = Path(__file__).resolve().parent.parent
+# The benchmark runs here with --device cpu, in this process: CPU the default device too, as in a
+# `python -m bench --device cpu` process (tests/conftest.py, cpu_default_device).
+pytestmark = pytest.mark.usefixtures("cpu_default_device")
 
 
 def test_timed_fwd_bwd_calls_do_not_accumulate_gradients(tmp_path, monkeypatch):
@@ -51,6 +54,19 @@ def test_timed_fwd_bwd_calls_do_not_accumulate_gradients(tmp_path, monkeypatch):
     for grads in later:
         for got, once in zip(grads, first):
             torch.testing.assert_close(got, once)  # accumulation would give 2x, 3x
+
+
+@pytest.mark.parametrize("op", ["fade", "carafe"])
+def test_inputs_are_drawn_on_the_cpu_whatever_the_default_device(op):
+    """The seeded inputs are drawn with a CPU generator on the CPU, then moved: the same values
+    under another default device (the CUDA suite sets CUDA; a CPU generator cannot draw there,
+    and under meta, as here, nothing drawn could be moved back)."""
+    case = Case(op=op, batch=2, channels=4, size=3, kernel=3, groups=2 if op == "carafe" else 1)
+    want = make_inputs(case, torch.device("cpu"), requires_grad=False)
+    with torch.device("meta"):
+        got = make_inputs(case, torch.device("cpu"), requires_grad=False)
+    assert len(got) == len(want) == 2
+    assert all(g.device.type == "cpu" and torch.equal(g, w) for g, w in zip(got, want))
 
 
 def test_a_timing_taken_while_the_machine_was_busy_is_taken_again(tmp_path, monkeypatch):

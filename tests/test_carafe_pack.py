@@ -109,9 +109,10 @@ def test_bad_arguments_name_the_argument(make, exc, match):
         make()
 
 
+@pytest.mark.usefixtures("cpu_default_device")  # as tests/test_deploy.py's ONNX tests: on CPU on every test device
 def test_onnx_export_runs_in_onnx_runtime(tmp_path):
     """TorchScript-based exporter, opset 17, dynamic batch and size; standard operators only;
-    ONNX Runtime's output at other sizes against the float64 restatement."""
+    ONNX Runtime's output at other sizes against the float64 restatement (numpy: CPU tensors)."""
     onnx = pytest.importorskip("onnx", reason="ONNX tests need the [export] extra: pip install -e '.[export]'")
     ort = pytest.importorskip("onnxruntime", reason="ONNX tests need the [export] extra")
     pack, sd = loaded_pack(SMALL, "auto")

@@ -16,6 +16,11 @@ from util import assert_close_rel
 
 C, K, E, S, G = 8, 3, 8, 2, 2  # channels, kernel, embedding, scale, CARAFE groups
 FLOAT32_TOL = 1e-5  # SPEC.md, Precision: float32 relative error
+# The exporters, ONNX Runtime (CPUExecutionProvider, numpy inputs) and the gloo processes run on
+# CPU in the CUDA suite too (tests/conftest.py, cpu_default_device): what they record does not
+# depend on the device, and torch 2.11's TorchScript-based ONNX exporter crashed the process
+# (SIGSEGV in _create_node) with CUDA the default device.
+ON_CPU = pytest.mark.usefixtures("cpu_default_device")
 
 
 class CarafeHead(torch.nn.Module):
@@ -61,6 +66,7 @@ def dynamic_shapes(kind):
 
 
 # ----------------------------------------------------------------------------- torch.export
+@ON_CPU
 @pytest.mark.parametrize("kind,backend", [pytest.param("fade", "torch", marks=pytest.mark.slow), ("lite", "naive"),
                                           ("carafe", "auto")])
 def test_torch_export_with_dynamic_shapes(kind, backend):
@@ -73,6 +79,7 @@ def test_torch_export_with_dynamic_shapes(kind, backend):
 
 
 @pytest.mark.slow
+@ON_CPU
 def test_torch_export_encoder_smaller_than_scale_times_decoder():
     """A backbone's en of 2h - 1 rows (65 -> 129): a derived dimension (h >= 3: torch.export
     specialises sizes 0 and 1, and the odd rows' phase has h - 1)."""
@@ -127,6 +134,7 @@ def check_onnx_file(path, kind, opset, names, other, reference):
 
 
 @pytest.mark.slow
+@ON_CPU
 @pytest.mark.parametrize("kind,backend", [("fade", "torch"), ("lite", "naive"), ("carafe", "triton")])
 def test_onnx_dynamo_exporter(kind, backend, tmp_path):
     """torch.onnx.export(dynamo=True): every backend records the export formulation (on CPU
@@ -142,6 +150,7 @@ def test_onnx_dynamo_exporter(kind, backend, tmp_path):
     check_onnx_file(path, kind, 18, names, inputs(kind, *OTHER), reference)
 
 
+@ON_CPU
 @pytest.mark.parametrize("backend", ["torch", "naive", "triton"])
 @pytest.mark.parametrize("kind", ["fade", "lite", "carafe"])
 def test_onnx_legacy_exporter(kind, backend, tmp_path):
@@ -296,6 +305,7 @@ def distributed_worker(rank, world, init_method, out_dir):
 
 
 @pytest.mark.slow
+@ON_CPU  # gloo on CPU tensors; the spawned processes have no default device of their own
 def test_ddp_and_fsdp2_on_two_gloo_processes_match_one_process(tmp_path):
     """Each of 2 processes takes half the batch: the first step's gradients and the parameters
     after a few SGD steps equal those of one process on the whole batch, on both ranks."""

@@ -44,6 +44,15 @@ def view_values(base, view):
     return base[:1].expand_as(base) if view == "expanded" and base.shape[0] else base
 
 
+def seeded_draw(seed: int):
+    """``draw(fn, *shape)``: ``fn`` (torch.randn / torch.rand) in float64 from a CPU generator seeded
+    with ``seed``, moved to the test's device: the same problem on every device (a CPU generator
+    cannot draw on CUDA, the CUDA suite's default device)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    device = torch.get_default_device()
+    return lambda fn, *shape: fn(*shape, generator=gen, dtype=torch.float64, device="cpu").to(device)
+
+
 def assert_matches(got, want, dtype, what):
     err = rel_err(got, want)
     assert err < TOLERANCE[dtype], f"{what}: relative error {err:.3e}"
@@ -74,11 +83,11 @@ def run_fade_problem(b, c, h, w, scale, k, emb, lite, crop, dtype, layout, view,
     emb = k2 if lite else emb
     shapes = dict(gate_weight=(1, c, 1, 1), gate_bias=(1,), en_weight=(emb, c, 1, 1), en_bias=(emb,),
                   de_weight=(emb, c, 1, 1), kernel_weight=(k2, 1 if lite else emb, 3, 3), kernel_bias=(k2,))
-    gen = torch.Generator().manual_seed(b * 1000 + c * 100 + h * 10 + w)
-    weights = [(torch.randn(shapes[n], generator=gen, dtype=torch.float64) * 0.5) for n in WEIGHT_NAMES]
-    en = torch.randn(b, c, h * scale - crop[0], w * scale - crop[1], generator=gen, dtype=torch.float64)
-    de = torch.randn(b, c, h, w, generator=gen, dtype=torch.float64)
-    dout = torch.randn(en.shape, generator=gen, dtype=torch.float64)
+    draw = seeded_draw(b * 1000 + c * 100 + h * 10 + w)
+    weights = [draw(torch.randn, *shapes[n]) * 0.5 for n in WEIGHT_NAMES]
+    en = draw(torch.randn, b, c, h * scale - crop[0], w * scale - crop[1])
+    de = draw(torch.randn, b, c, h, w)
+    dout = draw(torch.randn, *en.shape)
     leaves = [t.to(dtype).requires_grad_() for t in (en, de, *weights)]
     out = ft.fade(as_view(leaves[0], view, layout), as_view(leaves[1], view, layout), *leaves[2:], scale=scale,
                   backend=backend)
@@ -110,11 +119,10 @@ def carafe_problems(draw):
 
 
 def run_carafe_problem(b, groups, per_group, h, w, scale, k, dtype, layout, view, backend):
-    gen = torch.Generator().manual_seed(b * 1000 + groups * 100 + h * 10 + w)
-    x = torch.randn(b, groups * per_group, h, w, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
-    masks = torch.rand(b, groups * k * k, h * scale, w * scale, generator=gen, dtype=torch.float64)
-    masks = masks.to(dtype).requires_grad_()
-    dout = torch.randn(b, groups * per_group, h * scale, w * scale, generator=gen, dtype=torch.float64)
+    draw = seeded_draw(b * 1000 + groups * 100 + h * 10 + w)
+    x = draw(torch.randn, b, groups * per_group, h, w).to(dtype).requires_grad_()
+    masks = draw(torch.rand, b, groups * k * k, h * scale, w * scale).to(dtype).requires_grad_()
+    dout = draw(torch.randn, b, groups * per_group, h * scale, w * scale)
     out = ft.carafe(as_view(x, view, layout), as_view(masks, view, layout), k, groups, scale, backend=backend)
     assert out.dtype == dtype and out.shape == dout.shape
     out.backward(dout.to(dtype))

@@ -52,8 +52,8 @@ def test_dysample_preset_is_the_papers_figure_1_case():
 
 def test_memory_timeline_and_peak():
     def two_buffers():
-        a = torch.ones(1000)  # 4000 bytes
-        b = torch.ones(500)  # 2000 bytes
+        a = torch.ones(1000, device="cpu")  # 4000 bytes (the CPU profiler's records, on any test device)
+        b = torch.ones(500, device="cpu")  # 2000 bytes
         del a
         return b
 
@@ -71,6 +71,7 @@ def test_parse_bytes(text, want):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cpu_default_device")  # a --device cpu run, as in its own process
 def test_comparison_run_writes_the_miou_table_plot_and_snapshots(tmp_path, monkeypatch):
     """A shortened measuring rule and no re-timing: what is tested is what a comparison run writes."""
     monkeypatch.setattr(run, "retime_contended", lambda *args: None)
@@ -102,6 +103,7 @@ def test_comparison_run_writes_the_miou_table_plot_and_snapshots(tmp_path, monke
     assert papers.for_provider("triton").method == "FADE"
 
 
+@pytest.mark.usefixtures("cpu_default_device")  # a --device cpu sweep, as in its own process
 def test_budget_sweep_finds_and_verifies_the_largest_size(tmp_path):
     budget = 3 * 2**20
     case = Case(op="fade", batch=1, channels=8, size=8, mode="fwd+bwd")
