@@ -5,6 +5,8 @@
 # Everything it writes goes under $OUT (default bench/results/_scratch), logs included.
 #
 #   tests        the whole suite on CUDA: compiled kernels, bf16, TF32 vs IEEE, >2**31 elements
+#   rerun        the tests the 2026-11-30 session could not explain (its unexplained_on_cuda.txt),
+#                one process, no xdist, full tracebacks
 #   sanitize     compute-sanitizer memcheck and racecheck on one forward+backward of FADE, FADE-Lite
 #                and carafe (groups 1 and 4), small shapes (bench.one_step); the pass/fail of each
 #                tool is its exit status (--error-exitcode); SANITIZE_TIMEOUT (s) bounds each tool
@@ -60,7 +62,7 @@ profile() {
   return $status
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 STAGE... (tests sanitize sanitize-more mmcv-carafe mmcv headline ncu sweep)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 STAGE... (tests rerun sanitize sanitize-more mmcv-carafe mmcv headline ncu sweep)" >&2; exit 2; }
 status=0
 for stage in "$@"; do
   echo "=== stage $stage"
@@ -69,6 +71,8 @@ for stage in "$@"; do
     # log even when a time limit cuts the run short)
     tests) FADE_TEST_DEVICE=cuda python3 -m pytest -p no:cacheprovider -rfEs ${PYTEST_ARGS:--q} tests 2>&1 \
              | tee "$OUT/tests_cuda.log" ;;
+    rerun) FADE_TEST_DEVICE=cuda python3 -m pytest -p no:cacheprovider -p no:xdist -v --tb=long \
+             @bench/results/h200_2026-11-30_gpu-session/unexplained_on_cuda.txt 2>&1 | tee "$OUT/tests_rerun.log" ;;
     sanitize) sanitize memcheck racecheck ;;
     sanitize-more) sanitize initcheck synccheck ;;
     # the built module is copied to $OUT/mmcv_carafe_ext/: carried to a later (bare) machine and put
