@@ -30,6 +30,9 @@ def test_forward_kernels_compile_for_sm90_without_spills(tmp_path):
     assert not bad and done.returncode == 0, (bad, done.stderr[-2000:])
     assert all(int(r["spill_stores"]) == int(r["stack"]) == 0 for r in rows)
     assert all(int(r["i32_index_muls"]) == 0 for r in rows), [(r["kernel"], r["status"]) for r in rows]
+    # the speed model's columns (bench/tools/sass_model.py) are filled for every launch
+    assert all(float(r["estimate_us"]) >= max(float(r["issue_floor_us"]), float(r["dram_us"])) > 0 for r in rows), \
+        [(r["kernel"], r["bound"]) for r in rows]
 
 
 # the TTGIR shapes the counter reads (as triton 3.9 prints them), cut down to what matters

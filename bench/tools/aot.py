@@ -9,7 +9,8 @@ hand-kept list. Each distinct launch is
 compiled ahead of time for sm_90 (H100/H200) and sm_80 (A100) with the ptxas bundled in
 the triton wheel, and the report gives per kernel: registers, spill stores/loads, stack,
 shared memory, warps, tensor-core instructions (wgmma / mma in the PTX), the global loads by
-width, the grid, and the occupancy those imply (H100 for sm_90, A100 for sm_80).
+width, the grid, and the occupancy those imply (H100 for sm_90, A100 for sm_80); and the speed
+model's estimate (``sass_model``: issue floor, DRAM time, latency-aware time, load pipelining).
 
 Writes ``compile_report.csv`` (``--out``, default ``bench/results/aot-<date>/``) and prints a
 table. Exits non-zero when a kernel fails to compile, spills (stack or spill bytes > 0) or has
@@ -41,6 +42,8 @@ GPUS = {90: ("H100", 132, 65536, 228 * 1024, 64, 32), 80: ("A100", 108, 65536, 1
 FIELDS = ["kernel", "op", "mode", "dtype", "layout", "arch", "config", "grid", "programs", "regs", "spill_stores",
           "spill_loads", "stack", "smem", "warps", "tensor_core", "global_loads", "i32_index_muls", "occupancy", "gpu",
           "status"]
+# the speed model's columns (bench/tools/sass_model.py), after the compile report's own
+MODEL_FIELDS = ["warp_instructions", "issue_floor_us", "dram_us", "latency_us", "estimate_us", "bound", "pipelining"]
 
 
 
@@ -138,13 +141,16 @@ def _call(case: Case):
             out.backward(torch.empty_like(out))
 
 
-def compile_launch(launch: Launch, arch: int) -> dict:
-    """Compile one launch for sm_<arch>; resource usage from ``ptxas -v`` on its PTX."""
+def compile_launch(launch: Launch, arch: int, keep_model: bool = False) -> dict:
+    """Compile one launch for sm_<arch>; resource usage from ``ptxas -v`` on its PTX, and the
+    speed model's estimate (``sass_model``; ``keep_model``: keep its inputs in ``_model``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
+
+    from . import sass_model
 
     kernel = launch.kernel
     target = GPUTarget("cuda", arch, 32)
@@ -180,7 +186,11 @@ def compile_launch(launch: Launch, arch: int) -> dict:
                  smem_sm // smem if smem else blocks_sm)
     programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1) * (launch.grid[2] if len(launch.grid) > 2 else 1)
     config = " ".join(f"{k}={v}" for k, v in launch.kwargs.items() if k.isupper() or k in ("num_warps", "num_stages"))
-    return dict(launch.labels, kernel=launch.name, arch=f"sm_{arch}", config=config, grid="x".join(map(str, launch.grid)),
+    try:  # the estimate is extra: a failure of the model leaves the compile report as it was
+        model = sass_model.estimate_compiled(launch, compiled, blocks, arch, keep=keep_model)
+    except Exception as err:  # noqa: BLE001
+        model = {"bound": f"model failed: {type(err).__name__}: {err}"[:200]}
+    return dict(launch.labels, **model, kernel=launch.name, arch=f"sm_{arch}", config=config, grid="x".join(map(str, launch.grid)),
                 programs=programs, regs=regs, spill_stores=st, spill_loads=ld, stack=stack, smem=smem, warps=warps,
                 tensor_core=tc, global_loads=" ".join(f"{n}x{w}" for w, n in widths.items()),
                 occupancy=f"{blocks * warps}/{warps_sm} warps ({100 * blocks * warps / warps_sm:.0f}%), "
@@ -259,9 +269,9 @@ def main(argv=None):
     out = args.out or Path("bench/results") / f"aot-{dt.date.today().isoformat()}"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "compile_report.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
+        writer = csv.DictWriter(f, FIELDS + MODEL_FIELDS)
         writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+        writer.writerows({k: r.get(k, "") for k in FIELDS + MODEL_FIELDS} for r in rows)
     print_rows(rows)
     bad = [r for r in rows if r["status"] != "ok"]
     import triton
