@@ -147,19 +147,23 @@ def conv3x3_kernel(
              + n.to(tl.int64)[None, :] * stride_oc, acc.to(out_ptr.dtype.element_ty), mask=io)
 
 
-def conv3x3_config(x: torch.Tensor, c_out: int, target) -> dict:
-    """Tile sizes for ``conv3x3_kernel`` from static properties only (channels, layout, target),
-    so a traced or exported call makes no guard on the spatial sizes.
+def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False) -> dict:
+    """Tile sizes for ``conv3x3_kernel`` from static properties only (channels, layout, dtype,
+    direction, target), so a traced or exported call makes no guard on the spatial sizes.
 
     128 pixels (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
     traffic against 64 (each program streams the whole packed weight from L2); 8 warps and no
-    software pipelining (num_stages=1) keep it at 128 registers and 16 KB of shared memory on
-    sm_90; sm_80's ptxas caps 8-warp programs at 80 registers and spills, so there 4 warps hold
-    the tile and at most 32 output channels (mma.sync keeps the accumulator and both operands in
-    registers).
+    software pipelining (num_stages=1) on sm_90; sm_80's ptxas caps 8-warp programs at 80
+    registers and spills, so there 4 warps hold the tile and at most 32 output channels
+    (mma.sync keeps the accumulator and both operands in registers). The forward of 16-bit inputs
+    on sm_90 takes 64 input channels a step: twice the loads in flight per wait, at the same
+    blocks per SM with triton 3.6 (the speed model, ``bench.tools.sass_model``, puts the
+    high-resolution semi-shift at 144 instead of 256 µs on an H200; float32 would drop to one
+    block per SM, and the input gradients reduce over only K2 + 1 channels).
     """
     hopper = target.arch >= 90
-    return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(32, next_pow2(x.shape[1], 16)),
+    wide_k = hopper and not flip and x.element_size() <= 2
+    return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(64 if wide_k else 32, next_pow2(x.shape[1], 16)),
                 BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), num_warps=8 if hopper else 4, num_stages=1)
 
 
@@ -171,7 +175,7 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
     if out.numel() == 0:
         return out
     target = target_of(x)
-    cfg = conv3x3_config(x, c_out, target)
+    cfg = conv3x3_config(x, c_out, target, flip)
     w_out = w.shape[2] if w_strides[2] == w.stride(2) else w.shape[1]  # the out axis as read: packed or transposed
     grid_rows = cdiv(h, cfg["BLOCK_P"] // cfg["TX"])
     check_grid_axis1(grid_rows, "conv3x3 (tiles of image rows: the height is too large)")
