@@ -147,7 +147,7 @@ def conv3x3_kernel(
              + n.to(tl.int64)[None, :] * stride_oc, acc.to(out_ptr.dtype.element_ty), mask=io)
 
 
-def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False) -> dict:
+def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gated: bool = False) -> dict:
     """Tile sizes for ``conv3x3_kernel`` from static properties only (channels, layout, dtype,
     direction, target), so a traced or exported call makes no guard on the spatial sizes.
 
@@ -159,12 +159,16 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False) -> d
     on sm_90 takes 64 input channels a step: twice the loads in flight per wait, at the same
     blocks per SM with triton 3.6 (the speed model, ``bench.tools.sass_model``, puts the
     high-resolution semi-shift at 144 instead of 256 µs on an H200; float32 would drop to one
-    block per SM, and the input gradients reduce over only K2 + 1 channels).
+    block per SM, and the input gradients reduce over only K2 + 1 channels). An ungated input
+    gradient (the decoder's) on sm_90 runs 4 warps: one warpgroup issues both 64-row halves of the
+    tile, two independent wgmma chains (the model: 94 -> 55 µs in bf16); the gated one (the
+    encoder's) would hold 233 registers that way and lose.
     """
     hopper = target.arch >= 90
     wide_k = hopper and not flip and x.element_size() <= 2
+    warps = 4 if not hopper or (flip and not gated) else 8
     return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(64 if wide_k else 32, next_pow2(x.shape[1], 16)),
-                BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), num_warps=8 if hopper else 4, num_stages=1)
+                BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), num_warps=warps, num_stages=1)
 
 
 def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, add=None, gate=None,
@@ -175,7 +179,7 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
     if out.numel() == 0:
         return out
     target = target_of(x)
-    cfg = conv3x3_config(x, c_out, target, flip)
+    cfg = conv3x3_config(x, c_out, target, flip, gate is not None)
     w_out = w.shape[2] if w_strides[2] == w.stride(2) else w.shape[1]  # the out axis as read: packed or transposed
     grid_rows = cdiv(h, cfg["BLOCK_P"] // cfg["TX"])
     check_grid_axis1(grid_rows, "conv3x3 (tiles of image rows: the height is too large)")
