@@ -300,6 +300,9 @@ def distributed_worker(rank, world, init_method, out_dir):
             full = [getattr(t, "full_tensor", lambda t=t: t)() for t in (*grads, *wrapped.parameters())]
             results[name] = [t.detach().clone() for t in full]
         torch.save(results, f"{out_dir}/rank{rank}.pt")
+        # both ranks done before either tears gloo down: a rank destroying its group while its
+        # peer still talks aborted the peer once ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
