@@ -171,16 +171,16 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
                 BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), num_warps=warps, num_stages=1)
 
 
-def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, add=None, gate=None,
-            scale=1):
+def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, add=None, gate=None, scale=1):
     """Launch ``conv3x3_kernel`` writing ``out`` (B, c_out, H, W); returns ``out``.
-    ``w_strides``: (tap, in, out) element strides of ``w``. ``gate``: (B, H', W') view."""
+    ``w``: the weights as (tap, in, out), any strides (a packed tensor, or a transposed view of
+    one). ``gate``: (B, H', W') view."""
     b, c_in, h, wd = x.shape
     if out.numel() == 0:
         return out
     target = target_of(x)
     cfg = conv3x3_config(x, c_out, target, flip, gate is not None)
-    w_out = w.shape[2] if w_strides[2] == w.stride(2) else w.shape[1]  # the out axis as read: packed or transposed
+    pixel_fast, w_out = not channel_fast(x), w.shape[2]
     grid_rows = cdiv(h, cfg["BLOCK_P"] // cfg["TX"])
     check_grid_axis1(grid_rows, "conv3x3 (tiles of image rows: the height is too large)")
     for rows in batch_slices(b, cdiv(c_out, cfg["BLOCK_N"]), "conv3x3 (output channels)"):
@@ -189,15 +189,15 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
         wrap_triton(conv3x3_kernel)[grid](
             xs, w, outs, bias, tap_bias, los, adds, gates,
             c_in, c_out, w_out, h, wd,
-            *xs.stride(), *w_strides, *outs.stride(), *strides(los), *strides(adds), *strides(gates, 3),
+            *xs.stride(), *w.stride(), *outs.stride(), *strides(los), *strides(adds), *strides(gates, 3),
             tap_bias.stride(0) if tap_bias is not None else 0,
             SCALE=scale, FLIP=flip, HAS_BIAS=bias is not None, HAS_TAP_BIAS=tap_bias is not None,
             HAS_LO=lo is not None, HAS_ADD=add is not None, GATED_ADD=gate is not None,
             ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target),
             # each flag where the compile report shows it pays (with triton 3.6, the GPU image's,
             # unmasked channel-fast loads and unmasked transposed weights hold more registers)
-            EVEN_K=c_in % cfg["BLOCK_K"] == 0 and not channel_fast(x),
-            EVEN_N=not flip and w_out % cfg["BLOCK_N"] == 0, CENTRED=not channel_fast(x), **cfg,
+            EVEN_K=pixel_fast and c_in % cfg["BLOCK_K"] == 0,
+            EVEN_N=not flip and w_out % cfg["BLOCK_N"] == 0, CENTRED=pixel_fast, **cfg,
         )
     return out
 
@@ -205,10 +205,9 @@ def conv3x3(x, w, w_strides, c_out, out, *, flip=False, bias=None, tap_bias=None
 def conv3x3_input_grad(g, w, c_out, out, *, add=None, gate=None, scale=1):
     """The gradient of a 3x3's input from its output gradient ``g`` (B, N, H, W) and the weights
     ``w`` (9, C, KP) (tap, in, out): the transposed convolution, ``w`` read transposed and
-    flipped (strides, no copy). Adds ``add`` (times sigmoid(``gate``) when given) in the
+    flipped (a view, no copy). Adds ``add`` (times sigmoid(``gate``) when given) in the
     epilogue; writes ``out`` (may be ``add``)."""
-    return conv3x3(g, w, (w.stride(0), w.stride(2), w.stride(1)), c_out, out, flip=True, add=add, gate=gate,
-                   scale=scale)
+    return conv3x3(g, w.transpose(1, 2), c_out, out, flip=True, add=add, gate=gate, scale=scale)
 
 
 @triton.jit

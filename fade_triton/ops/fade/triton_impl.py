@@ -38,7 +38,7 @@ def semi_shift_lo(de: torch.Tensor, packed: PackedWeights) -> torch.Tensor:
     kp = packed.w_lo.shape[2]
     lo = torch.empty((b, h, w, kp), dtype=packed.bias_lo.dtype, device=de.device)
     out_view = lo.permute(0, 3, 1, 2)  # (B, KP, H, W) strides of the channels-last buffer
-    conv3x3(de, packed.w_lo, packed.w_lo.stride(), kp, out_view, bias=packed.bias_lo)
+    conv3x3(de, packed.w_lo, kp, out_view, bias=packed.bias_lo)
     return lo
 
 
@@ -47,7 +47,7 @@ def semi_shift_hi(en: torch.Tensor, lo: torch.Tensor, packed: PackedWeights, k2:
     (y // scale, x // scale)."""
     b, _, oh, ow = en.shape
     logits = torch.empty((b, k2, oh, ow), dtype=lo.dtype, device=en.device)
-    conv3x3(en, packed.w_hi, packed.w_hi.stride(), k2, logits, bias=packed.bias_hi, tap_bias=packed.tap_bias,
+    conv3x3(en, packed.w_hi, k2, logits, bias=packed.bias_hi, tap_bias=packed.tap_bias,
             lo=lo.permute(0, 3, 1, 2), scale=scale)
     return logits
 
