@@ -311,3 +311,24 @@ def test_carafe_eager_fast_path_matches_the_operator_bitwise(monkeypatch):
     assert (len(forward), len(backward)) == (1, 1)
     for got, want in zip(fast, dispatched):
         assert torch.equal(got, want)
+
+
+def _plain_function(x):  # the source a JITFunction needs; never launched
+    return x
+
+
+def test_wrap_kernel_is_wrap_triton_without_its_imports():
+    """``helpers.wrap_kernel`` returns what ``torch.library.wrap_triton`` does for a compiled-mode
+    kernel: the traceable wrapper while the wrap is on (the operator path, torch.compile), the
+    kernel itself where the eager fast path switches it off."""
+    from torch._library.triton import set_wrap_triton_enabled
+    from torch.library import wrap_triton
+    from triton.runtime.jit import JITFunction
+
+    from fade_triton.ops.helpers import wrap_kernel
+
+    kernel = JITFunction(_plain_function)
+    assert type(wrap_kernel(kernel)) is type(wrap_triton(kernel))
+    assert wrap_kernel(kernel) is not kernel
+    with set_wrap_triton_enabled(False):
+        assert wrap_kernel(kernel) is kernel is wrap_triton(kernel)

@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from .helpers import (accumulator_dtype, batch_slices, batch_view, cdiv, channel_fast, check_grid_axis1, dot_precision,
-                      next_pow2, strides, target_of)
+                      next_pow2, strides, target_of, wrap_kernel)
 from .window import tap_masks, window_step
 
 
@@ -186,7 +185,7 @@ def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, 
     for rows in batch_slices(b, cdiv(c_out, cfg["BLOCK_N"]), "conv3x3 (output channels)"):
         xs, outs, los, adds, gates = (batch_view(t, rows) for t in (x, out, lo, add, gate))
         grid = (cdiv(wd, cfg["TX"]), grid_rows, xs.shape[0] * cdiv(c_out, cfg["BLOCK_N"]))
-        wrap_triton(conv3x3_kernel)[grid](
+        wrap_kernel(conv3x3_kernel)[grid](
             xs, w, outs, bias, tap_bias, los, adds, gates,
             c_in, c_out, w_out, h, wd,
             *xs.stride(), *w.stride(), *outs.stride(), *strides(los), *strides(adds), *strides(gates, 3),
@@ -312,7 +311,7 @@ def conv3x3_weight_grad(g, x):
     target = target_of(x)
     cfg = weight_grad_config(x, np_, target)
     check_grid_axis1(cdiv(c, cfg["BLOCK_C"]), "conv3x3 weight gradient (blocks of input channels)")
-    wrap_triton(conv3x3_weight_grad_kernel)[(n_chunks, cdiv(c, cfg["BLOCK_C"]))](
+    wrap_kernel(conv3x3_weight_grad_kernel)[(n_chunks, cdiv(c, cfg["BLOCK_C"]))](
         g, x, part, taps, n, c, h, w, WGRAD_ROWS, *g.stride(), *x.stride(),
         ACC_FP64=acc == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,
     )

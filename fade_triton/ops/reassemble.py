@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from .helpers import batch_slices, batch_view, cdiv, channel_fast, check_grid_axis1, next_pow2, strides, target_of
+from .helpers import (batch_slices, batch_view, cdiv, channel_fast, check_grid_axis1, next_pow2, strides, target_of,
+                      wrap_kernel)
 from .window import channel_block, load_tap, pass_masks, phase, reassembly_program, sigmoid_gate
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
@@ -166,7 +166,7 @@ def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, soft
     splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
     for rows in reassembly_batches(b, group_size):
         xs, ms, gs, es, outs = (batch_view(t, rows) for t in (x, masks, gate, en, out))
-        wrap_triton(reassemble_fwd_kernel)[reassembly_grid(h, w, xs.shape[0] * group_size, cfg, splits)](
+        wrap_kernel(reassemble_fwd_kernel)[reassembly_grid(h, w, xs.shape[0] * group_size, cfg, splits)](
             xs, ms, gs, es, outs, c // group_size, group_size, h, w, out.shape[2], out.shape[3], kernel_size // 2,
             splits, per,
             *xs.stride(), *ms.stride(), *strides(gs, 3), *strides(es), *outs.stride(),

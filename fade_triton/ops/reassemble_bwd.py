@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from .helpers import accumulator_dtype, batch_view, strides, target_of
+from .helpers import accumulator_dtype, batch_view, strides, target_of, wrap_kernel
 from .reassemble import channel_splits, check_fusion, reassembly_batches, reassembly_grid, tile_config
 from .window import channel_block, load_tap, lowres_tile, pass_masks, phase, reassembly_program, sigmoid_gate, window_step
 
@@ -222,12 +221,12 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
         xs, ms, gs, es, ds, dms, dlos, lses, dxs = (batch_view(t, rows) for t in
                                                    (x, masks, gate, en, dout, dmasks, dlo, lse, dx))
         b_groups = xs.shape[0] * group_size
-        wrap_triton(reassemble_bwd_kernel)[reassembly_grid(h, w, b_groups, cfg)](
+        wrap_kernel(reassemble_bwd_kernel)[reassembly_grid(h, w, b_groups, cfg)](
             xs, ms, gs, es, ds, dms, dlos, lses, c // group_size, group_size, h, w, oh, ow, kernel_size // 2,
             *xs.stride(), *ms.stride(), *strides(gs, 3), *strides(es), *ds.stride(), *strides(dlos),
             **flags, **cfg,
         )
-        wrap_triton(reassemble_bwd_feat_kernel)[reassembly_grid(h, w, b_groups, feat_cfg, splits)](
+        wrap_kernel(reassemble_bwd_feat_kernel)[reassembly_grid(h, w, b_groups, feat_cfg, splits)](
             ms, lses, gs, ds, dxs, c // group_size, group_size, h, w, oh, ow, kernel_size // 2, splits, per,
             *ms.stride(), *strides(gs, 3), *ds.stride(), *dxs.stride(), **flags, **feat_cfg,
         )

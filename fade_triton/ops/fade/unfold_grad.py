@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from ..helpers import cdiv, next_pow2
+from ..helpers import cdiv, next_pow2, wrap_kernel
 
 
 @triton.jit
@@ -149,7 +148,7 @@ def unfold_weight_grad(hi, lo, en_weight, en_bias, de_weight, kernel_weight, k2,
     np_ = part_hi.shape[3]
     block_c = min(32, next_pow2(c, 16))
     wk = kernel_weight.flatten(2)
-    wrap_triton(unfold_weight_grad_kernel)[(cdiv(c, block_c) + 10,)](
+    wrap_kernel(unfold_weight_grad_kernel)[(cdiv(c, block_c) + 10,)](
         part_hi, tap_hi, part_lo, tap_lo, wk, en_weight, de_weight, en_bias, *grads,
         part_hi.shape[0], part_lo.shape[0], c, e, k2, *wk.stride(),
         DEPTHWISE=depthwise, ACC_FP64=part_hi.dtype == torch.float64, NP=np_, EP=next_pow2(e, 16),
