@@ -84,3 +84,31 @@ def test_prepared_weights_follow_every_weight_update():
     model.double()
     en, de = en.double(), de.double()
     check()
+
+
+def test_launch_plans_are_computed_once_per_signature(monkeypatch):
+    """``helpers.cached_plan``: a launcher's plan is built once per distinct arguments and grid
+    limit; unhashable arguments (symbolic sizes under dynamic shapes) are built on every call;
+    an error is raised on every call, not remembered as a result."""
+    from fade_triton.ops import helpers
+
+    built = []
+
+    @helpers.cached_plan
+    def plan(n, strides):
+        built.append(n)
+        if n < 0:
+            raise ValueError("negative size")
+        return helpers.LaunchPlan(((slice(None), (n,)),), (n, *strides), {})
+
+    first = plan(3, (1, 2))
+    assert plan(3, (1, 2)) is first and built == [3]
+    assert plan(4, (1, 2)).args == (4, 1, 2) and built == [3, 4]
+    monkeypatch.setattr(helpers, "MAX_GRID_YZ", 7)  # the grid limit is part of the signature
+    assert plan(3, (1, 2)) is not first and built == [3, 4, 3]
+    symbolic = [1, 2]  # unhashable, as a SymInt stride is
+    assert plan(5, symbolic).args == plan(5, symbolic).args == (5, 1, 2) and built[-2:] == [5, 5]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="negative size"):
+            plan(-1, ())
+    assert built[-2:] == [-1, -1]

@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import (accumulator_dtype, batch_slices, batch_view, cdiv, channel_fast, check_grid_axis1, dot_precision,
-                      next_pow2, strides, target_of, wrap_kernel)
+from .helpers import (LaunchPlan, accumulator_dtype, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1,
+                      dot_precision, launch, next_pow2, spec, strides, target_of)
 from .window import tap_masks, window_step
 
 
@@ -174,31 +174,41 @@ def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, 
     """Launch ``conv3x3_kernel`` writing ``out`` (B, c_out, H, W); returns ``out``.
     ``w``: the weights as (tap, in, out), any strides (a packed tensor, or a transposed view of
     one). ``gate``: (B, H', W') view."""
-    b, c_in, h, wd = x.shape
     if out.numel() == 0:
         return out
     target = target_of(x)
-    cfg = conv3x3_config(x, c_out, target, flip, gate is not None)
-    pixel_fast, w_out = not channel_fast(x), w.shape[2]
+    plan = conv3x3_plan(spec(x), w.shape, w.stride(), c_out, out.stride(), strides(lo), strides(add), strides(gate, 3),
+                        tap_bias.stride(0) if tap_bias is not None else 0,
+                        (flip, bias is not None, tap_bias is not None, lo is not None, add is not None, gate is not None),
+                        scale, target, dot_precision(x.dtype, target))
+    launch(conv3x3_kernel, plan, (x, w, out, bias, tap_bias, lo, add, gate), CONV3X3_BATCHED)
+    return out
+
+
+CONV3X3_BATCHED = (True, False, True, False, False, True, True, True)  # which of conv3x3_kernel's tensors have a batch axis
+
+
+@cached_plan
+def conv3x3_plan(x, w_shape, w_strides, c_out, out_strides, lo_strides, add_strides, gate_strides, tap_bias_stride,
+                 flags, scale, target, precision) -> LaunchPlan:
+    """``conv3x3``'s launches for one signature: ``x`` a ``Spec``, the other tensors by their strides
+    (``flags``: flip, then whether bias, tap_bias, lo, add and gate are given)."""
+    flip, has_bias, has_tap_bias, has_lo, has_add, gated = flags
+    b, c_in, h, wd = x.shape
+    cfg = conv3x3_config(x, c_out, target, flip, gated)
+    pixel_fast, w_out = not channel_fast(x), w_shape[2]
     grid_rows = cdiv(h, cfg["BLOCK_P"] // cfg["TX"])
     check_grid_axis1(grid_rows, "conv3x3 (tiles of image rows: the height is too large)")
-    for rows in batch_slices(b, cdiv(c_out, cfg["BLOCK_N"]), "conv3x3 (output channels)"):
-        xs, outs, los, adds, gates = (batch_view(t, rows) for t in (x, out, lo, add, gate))
-        grid = (cdiv(wd, cfg["TX"]), grid_rows, xs.shape[0] * cdiv(c_out, cfg["BLOCK_N"]))
-        wrap_kernel(conv3x3_kernel)[grid](
-            xs, w, outs, bias, tap_bias, los, adds, gates,
-            c_in, c_out, w_out, h, wd,
-            *xs.stride(), *w.stride(), *outs.stride(), *strides(los), *strides(adds), *strides(gates, 3),
-            tap_bias.stride(0) if tap_bias is not None else 0,
-            SCALE=scale, FLIP=flip, HAS_BIAS=bias is not None, HAS_TAP_BIAS=tap_bias is not None,
-            HAS_LO=lo is not None, HAS_ADD=add is not None, GATED_ADD=gate is not None,
-            ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target),
-            # each flag where the compile report shows it pays (with triton 3.6, the GPU image's,
-            # unmasked channel-fast loads and unmasked transposed weights hold more registers)
-            EVEN_K=pixel_fast and c_in % cfg["BLOCK_K"] == 0,
-            EVEN_N=not flip and w_out % cfg["BLOCK_N"] == 0, CENTRED=pixel_fast, **cfg,
-        )
-    return out
+    grids = batch_grids(b, cdiv(c_out, cfg["BLOCK_N"]), "conv3x3 (output channels)", (cdiv(wd, cfg["TX"]), grid_rows))
+    args = (c_in, c_out, w_out, h, wd, *x.stride(), *w_strides, *out_strides, *lo_strides, *add_strides, *gate_strides,
+            tap_bias_stride)
+    meta = dict(SCALE=scale, FLIP=flip, HAS_BIAS=has_bias, HAS_TAP_BIAS=has_tap_bias, HAS_LO=has_lo, HAS_ADD=has_add,
+                GATED_ADD=gated, ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision,
+                # each flag where the compile report shows it pays (with triton 3.6, the GPU image's,
+                # unmasked channel-fast loads and unmasked transposed weights hold more registers)
+                EVEN_K=pixel_fast and c_in % cfg["BLOCK_K"] == 0,
+                EVEN_N=not flip and w_out % cfg["BLOCK_N"] == 0, CENTRED=pixel_fast, **cfg)
+    return LaunchPlan(grids, args, meta)
 
 
 def conv3x3_input_grad(g, w, c_out, out, *, add=None, gate=None, scale=1):
@@ -297,22 +307,28 @@ def conv3x3_weight_grad(g, x):
     """Partials (n_chunks, 9, C, NP) and tap sums (n_chunks, 9, NP) of the weight gradient of a
     3x3 with input ``x`` (B, C, H, W) and output gradient ``g`` (B, N, H, W), NP = N rounded up to
     a power of two >= 16; n_chunks = B * cdiv(H, WGRAD_ROWS)."""
-    b, n, h, w = g.shape
+    target = target_of(x)
+    plan = weight_grad_plan(g.shape, g.stride(), spec(x), target, dot_precision(x.dtype, target))
+    n_chunks, np_ = plan.grids[0][1][0], plan.meta["NP"]
+    part = torch.empty((n_chunks, 9, x.shape[1], np_), dtype=accumulator_dtype(x.dtype), device=x.device)
+    taps = torch.empty((n_chunks, 9, np_), dtype=part.dtype, device=x.device)
+    if n_chunks:
+        launch(conv3x3_weight_grad_kernel, plan, (g, x, part, taps), (True, True, True, True))
+    return part, taps
+
+
+@cached_plan
+def weight_grad_plan(g_shape, g_strides, x, target, precision) -> LaunchPlan:
+    """``conv3x3_weight_grad``'s launch for one signature (``x`` a ``Spec``); the
+    number of chunks is its grid's axis 0, ``meta["NP"]`` the partials' padded width."""
+    b, n, h, w = g_shape
     c = x.shape[1]
     np_ = next_pow2(n, 16)
-    acc = accumulator_dtype(x.dtype)
-    n_chunks = b * cdiv(h, WGRAD_ROWS)
     if 9 * c * np_ >= 2**31:  # one chunk's partials are indexed in 32 bits (bench.tools.aot, BOUNDED_ARGS)
         raise ValueError(f"x: {c} channels make a weight-gradient chunk 9 x {c} x {np_} >= 2**31 elements")
-    part = torch.empty((n_chunks, 9, c, np_), dtype=acc, device=x.device)
-    taps = torch.empty((n_chunks, 9, np_), dtype=acc, device=x.device)
-    if n_chunks == 0:
-        return part, taps
-    target = target_of(x)
+    n_chunks = b * cdiv(h, WGRAD_ROWS)
     cfg = weight_grad_config(x, np_, target)
     check_grid_axis1(cdiv(c, cfg["BLOCK_C"]), "conv3x3 weight gradient (blocks of input channels)")
-    wrap_kernel(conv3x3_weight_grad_kernel)[(n_chunks, cdiv(c, cfg["BLOCK_C"]))](
-        g, x, part, taps, n, c, h, w, WGRAD_ROWS, *g.stride(), *x.stride(),
-        ACC_FP64=acc == torch.float64, INPUT_PRECISION=dot_precision(x.dtype, target), **cfg,
-    )
-    return part, taps
+    grid = (n_chunks, cdiv(c, cfg["BLOCK_C"]))
+    return LaunchPlan(((slice(None), grid),), (n, c, h, w, WGRAD_ROWS, *g_strides, *x.stride()),
+                      dict(ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision, **cfg))

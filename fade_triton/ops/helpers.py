@@ -3,6 +3,7 @@ layouts, accumulator dtype and dot precision. No triton import: the eager paths 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import NamedTuple
 
 import torch
@@ -39,9 +40,15 @@ def target_of(t: torch.Tensor) -> Target:
     if SIMULATED_TARGET is not None:
         return SIMULATED_TARGET
     if t.is_cuda:
-        major, minor = torch.cuda.get_device_capability(t.device)
-        return Target(10 * major + minor, interpreter=False)
+        return cuda_target(t.device.index)
     return Target(90, interpreter=True)
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_target(index: int) -> Target:
+    """The target of CUDA device ``index``, read once (a device's compute capability is fixed)."""
+    major, minor = torch.cuda.get_device_capability(index)
+    return Target(10 * major + minor, interpreter=False)
 
 
 def cdiv(a, b):
@@ -74,6 +81,13 @@ def batch_slices(batch, programs_per_image, what: str) -> list:
     return [slice(i, min(i + per, batch)) for i in range(0, batch, per)]
 
 
+def batch_grids(batch, programs_per_image, what: str, grid_xy: tuple) -> tuple:
+    """``((rows, grid), ...)``: one launch per slice of ``batch_slices``, grid axis 2 the slice's
+    images times ``programs_per_image`` after ``grid_xy``, the launch's axes 0 and 1."""
+    return tuple((rows, (*grid_xy, (batch if rows == slice(None) else rows.stop - rows.start) * programs_per_image))
+                 for rows in batch_slices(batch, programs_per_image, what))
+
+
 def check_grid_axis1(programs, what: str) -> None:
     """Raise ValueError naming ``what`` when grid axis 1 needs more than ``MAX_GRID_YZ`` programs."""
     if programs > MAX_GRID_YZ:
@@ -86,6 +100,73 @@ def batch_view(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
     if t is None or rows == slice(None):
         return t
     return t[rows]
+
+
+class Spec(NamedTuple):
+    """A tensor's shape, strides and dtype: what a launch plan is computed from (hashable, unlike
+    the tensor). It answers ``shape``, ``stride()``, ``dtype`` and ``element_size()`` as the tensor
+    would, so the tile choices take either."""
+
+    shape: tuple
+    strides: tuple
+    dtype: torch.dtype
+
+    def stride(self, dim: int | None = None):
+        return self.strides if dim is None else self.strides[dim]
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+
+def spec(t: torch.Tensor | None) -> Spec | None:
+    """``t``'s ``Spec`` (None for an absent optional tensor)."""
+    return None if t is None else Spec(t.shape, t.stride(), t.dtype)
+
+
+class LaunchPlan(NamedTuple):
+    """What a launcher passes its kernel besides the tensors, for one signature (``cached_plan``).
+
+    grids: ``((rows, grid), ...)``, one launch per batch slice (``batch_grids``; one for every
+        usual size, ``rows`` then ``slice(None)``).
+    args: the scalar arguments after the tensors (sizes, strides), in the kernel's order.
+    meta: the keyword arguments (constexpr flags and tiles, ``num_warps``, ``num_stages``).
+    """
+
+    grids: tuple
+    args: tuple
+    meta: dict
+
+
+def cached_plan(build):
+    """``build`` (a launcher's plan: a pure function of hashable arguments, the tensors' ``Spec``s,
+    flags and the target) computed once per distinct arguments and ``MAX_GRID_YZ``: a repeated
+    call skips the tile choice, grid and argument assembly. Computed afresh, uncached, under
+    torch.compile and for symbolic sizes (not hashable). An error is raised again on every call
+    (``functools.lru_cache`` keeps results only)."""
+    cached = functools.lru_cache(maxsize=1024)(lambda _grid_limit, *args: build(*args))
+
+    @functools.wraps(build)
+    def plan(*args):
+        if torch.compiler.is_compiling():
+            return build(*args)
+        try:
+            return cached(MAX_GRID_YZ, *args)
+        except TypeError:  # a SymInt size or stride (dynamic shapes) is not hashable
+            return build(*args)
+
+    plan.cache_clear = cached.cache_clear
+    return plan
+
+
+def launch(kernel, plan: LaunchPlan, tensors: tuple, batched: tuple) -> None:
+    """``kernel[grid](*tensors, *plan.args, **plan.meta)`` for each launch of ``plan``; on a split
+    batch the tensors flagged in ``batched`` (those with a batch axis) are passed as that slice's
+    views (``batch_view``)."""
+    run = wrap_kernel(kernel)
+    for rows, grid in plan.grids:
+        views = tensors if rows == slice(None) else tuple(batch_view(t, rows) if sliced else t
+                                                          for t, sliced in zip(tensors, batched))
+        run[grid](*views, *plan.args, **plan.meta)
 
 
 def strides(t: torch.Tensor | None, n: int = 4) -> tuple:

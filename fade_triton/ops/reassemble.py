@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import (batch_slices, batch_view, cdiv, channel_fast, check_grid_axis1, next_pow2, strides, target_of,
-                      wrap_kernel)
+from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, launch, next_pow2, spec,
+                      strides, target_of)
 from .window import channel_block, load_tap, pass_masks, phase, reassembly_program, sigmoid_gate
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
@@ -137,17 +137,13 @@ def channel_splits(c_group: int, block_c: int) -> tuple[int, int]:
     return cdiv(c_group, per), per
 
 
-def reassembly_grid(h, w, b_groups, cfg, splits=1):
-    """(splits x column tiles, row tiles, images x groups); raises ValueError past axis 1's limit
-    (the batch is split by ``reassembly_batches`` to keep axis 2 within its own)."""
+def reassembly_grids(batch, group_size, h, w, cfg, splits=1) -> tuple:
+    """A reassembly kernel's launches, ``batch_grids``: (splits x column tiles, row tiles, images x
+    groups) per batch slice (the batch is split to keep axis 2 within CUDA's limit); raises
+    ValueError past axis 1's."""
     rows = cdiv(h, cfg["TQ"] // cfg["TX"])
     check_grid_axis1(rows, "reassembly (tiles of low-resolution rows: the height is too large)")
-    return (splits * cdiv(w, cfg["TX"]), rows, b_groups)
-
-
-def reassembly_batches(batch: int, group_size: int) -> list:
-    """The batch slices of a reassembly launch (grid axis 2 = images x groups)."""
-    return batch_slices(batch, group_size, "reassembly (mask groups)")
+    return batch_grids(batch, group_size, "reassembly (mask groups)", (splits * cdiv(w, cfg["TX"]), rows))
 
 
 def check_fusion(softmax: bool, gate, group_size: int) -> None:
@@ -159,17 +155,23 @@ def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, soft
     """Launch ``reassemble_fwd_kernel`` into ``out`` (B, C, OH, OW). ``gate``: (B, H, W) gate
     logits or None; ``en`` required with a gate. Softmax or gate need group_size == 1."""
     check_fusion(softmax, gate, group_size)
-    b, c, h, w = x.shape
     if out.numel() == 0:
         return out
-    cfg = tile_config(x, c // group_size, kernel_size, scale, target_of(x))
-    splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
-    for rows in reassembly_batches(b, group_size):
-        xs, ms, gs, es, outs = (batch_view(t, rows) for t in (x, masks, gate, en, out))
-        wrap_kernel(reassemble_fwd_kernel)[reassembly_grid(h, w, xs.shape[0] * group_size, cfg, splits)](
-            xs, ms, gs, es, outs, c // group_size, group_size, h, w, out.shape[2], out.shape[3], kernel_size // 2,
-            splits, per,
-            *xs.stride(), *ms.stride(), *strides(gs, 3), *strides(es), *outs.stride(),
-            K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=x.dtype == torch.float64, **cfg,
-        )
+    plan = reassemble_fwd_plan(spec(x), masks.stride(), gate is not None, strides(gate, 3), strides(en), out.shape,
+                               out.stride(), kernel_size, group_size, scale, softmax, target_of(x))
+    launch(reassemble_fwd_kernel, plan, (x, masks, gate, en, out), (True,) * 5)
     return out
+
+
+@cached_plan
+def reassemble_fwd_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides, kernel_size, group_size,
+                        scale, softmax, target) -> LaunchPlan:
+    """``reassemble_fwd``'s launches for one signature (``x`` a ``Spec``; ``gated``: a gate is given)."""
+    b, c, h, w = x.shape
+    cfg = tile_config(x, c // group_size, kernel_size, scale, target)
+    splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
+    args = (c // group_size, group_size, h, w, out_shape[2], out_shape[3], kernel_size // 2, splits, per,
+            *x.stride(), *m_strides, *gate_strides, *en_strides, *out_strides)
+    meta = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
+                **cfg)
+    return LaunchPlan(reassembly_grids(b, group_size, h, w, cfg, splits), args, meta)

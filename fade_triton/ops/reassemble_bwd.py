@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import accumulator_dtype, batch_view, strides, target_of, wrap_kernel
-from .reassemble import channel_splits, check_fusion, reassembly_batches, reassembly_grid, tile_config
+from .helpers import LaunchPlan, accumulator_dtype, cached_plan, launch, spec, strides, target_of
+from .reassemble import channel_splits, check_fusion, reassembly_grids, tile_config
 from .window import channel_block, load_tap, lowres_tile, pass_masks, phase, reassembly_program, sigmoid_gate, window_step
 
 
@@ -194,39 +194,46 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
     contiguous fp32 and, with softmax (FADE), ``dlo`` (B, KP, H, W) view: the summed logit
     gradient and (with a gate) the gate-logit gradient at channel K2."""
     check_fusion(softmax, gate, group_size)
-    b, c, h, w = x.shape
-    oh, ow = dmasks.shape[2:]
     if dx.numel() == 0 or dmasks.numel() == 0:
         dx.zero_()
         dmasks.zero_()
         return
-    if kernel_size * kernel_size * group_size * abs(masks.stride(1)) >= 2**31:
+    mask_plan, feat_plan = reassemble_bwd_plans(spec(x), masks.stride(), gate is not None, strides(gate, 3),
+                                                strides(en), dout.stride(), strides(dlo), spec(dx), dmasks.shape,
+                                                kernel_size, group_size, scale, softmax, target_of(x))
+    b, _, oh, ow = dmasks.shape
+    lse = torch.empty((b, oh, ow), dtype=accumulator_dtype(x.dtype), device=x.device) if softmax else None
+    launch(reassemble_bwd_kernel, mask_plan, (x, masks, gate, en, dout, dmasks, dlo, lse), (True,) * 8)
+    launch(reassemble_bwd_feat_kernel, feat_plan, (masks, lse, gate, dout, dx), (True,) * 5)
+
+
+@cached_plan
+def reassemble_bwd_plans(x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides, dx, dmasks_shape,
+                         kernel_size, group_size, scale, softmax, target) -> tuple[LaunchPlan, LaunchPlan]:
+    """``reassemble_bwd``'s launches for one signature, (mask gradient, feature gradient): ``x``
+    and ``dx`` ``Spec``s, the other tensors by their strides (``gated``: a gate is given)."""
+    k2g = kernel_size * kernel_size * group_size
+    if k2g * abs(m_strides[1]) >= 2**31:
         # the feature gradient reads mask channel k at k * stride in 32 bits (64-bit products spill
         # on sm_80): bench.tools.aot, BOUNDED_ARGS
-        raise ValueError(f"masks: channel stride {masks.stride(1)} times {kernel_size * kernel_size * group_size} "
-                         "channels passes 2**31 elements (an output plane past about 2**31 / K**2 pixels)")
-    if kernel_size * scale * max(abs(dout.stride(2)), abs(dout.stride(3))) >= 2**31:
+        raise ValueError(f"masks: channel stride {m_strides[1]} times {k2g} channels passes 2**31 elements "
+                         "(an output plane past about 2**31 / K**2 pixels)")
+    if kernel_size * scale * max(abs(dout_strides[2]), abs(dout_strides[3])) >= 2**31:
         # the feature gradient walks dout's window K*s rows or columns at a time with 32-bit steps
         # (64-bit steps cost registers that spill): bench.tools.aot, BOUNDED_ARGS
-        raise ValueError(f"dout: strides {dout.stride()} times kernel_size * scale = {kernel_size * scale} "
+        raise ValueError(f"dout: strides {dout_strides} times kernel_size * scale = {kernel_size * scale} "
                          "pass 2**31 elements; make the output gradient contiguous")
-    acc = accumulator_dtype(x.dtype)
-    lse = torch.empty((b, oh, ow), dtype=acc, device=x.device) if softmax else None
-    flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gate is not None, ACC_FP64=acc == torch.float64)
-    target = target_of(x)
+    b, c, h, w = x.shape
+    oh, ow = dmasks_shape[2:]
+    flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64)
     cfg = tile_config(x, c // group_size, kernel_size, scale, target, kernel="bwd")
     feat_cfg = tile_config(dx, c // group_size, kernel_size, scale, target, kernel="feat")
     splits, per = channel_splits(c // group_size, feat_cfg["BLOCK_C"])
-    for rows in reassembly_batches(b, group_size):
-        xs, ms, gs, es, ds, dms, dlos, lses, dxs = (batch_view(t, rows) for t in
-                                                   (x, masks, gate, en, dout, dmasks, dlo, lse, dx))
-        b_groups = xs.shape[0] * group_size
-        wrap_kernel(reassemble_bwd_kernel)[reassembly_grid(h, w, b_groups, cfg)](
-            xs, ms, gs, es, ds, dms, dlos, lses, c // group_size, group_size, h, w, oh, ow, kernel_size // 2,
-            *xs.stride(), *ms.stride(), *strides(gs, 3), *strides(es), *ds.stride(), *strides(dlos),
-            **flags, **cfg,
-        )
-        wrap_kernel(reassemble_bwd_feat_kernel)[reassembly_grid(h, w, b_groups, feat_cfg, splits)](
-            ms, lses, gs, ds, dxs, c // group_size, group_size, h, w, oh, ow, kernel_size // 2, splits, per,
-            *ms.stride(), *strides(gs, 3), *ds.stride(), *dxs.stride(), **flags, **feat_cfg,
-        )
+    sizes = (c // group_size, group_size, h, w, oh, ow, kernel_size // 2)
+    mask_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, cfg),
+                           (*sizes, *x.stride(), *m_strides, *gate_strides, *en_strides, *dout_strides, *dlo_strides),
+                           dict(flags, **cfg))
+    feat_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, feat_cfg, splits),
+                           (*sizes, splits, per, *m_strides, *gate_strides, *dout_strides, *dx.stride()),
+                           dict(flags, **feat_cfg))
+    return mask_plan, feat_plan

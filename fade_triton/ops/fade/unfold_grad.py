@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..helpers import cdiv, next_pow2, wrap_kernel
+from ..helpers import LaunchPlan, cached_plan, cdiv, launch, next_pow2
 
 
 @triton.jit
@@ -145,13 +145,19 @@ def unfold_weight_grad(hi, lo, en_weight, en_bias, de_weight, kernel_weight, k2,
     dtype, dev = en_weight.dtype, en_weight.device
     grads = [torch.empty(s, dtype=dtype, device=dev) for s in
              ((1, c, 1, 1), (1,), (e, c, 1, 1), (e,), (e, c, 1, 1), tuple(kernel_weight.shape), (k2,))]
-    np_ = part_hi.shape[3]
-    block_c = min(32, next_pow2(c, 16))
     wk = kernel_weight.flatten(2)
-    wrap_kernel(unfold_weight_grad_kernel)[(cdiv(c, block_c) + 10,)](
-        part_hi, tap_hi, part_lo, tap_lo, wk, en_weight, de_weight, en_bias, *grads,
-        part_hi.shape[0], part_lo.shape[0], c, e, k2, *wk.stride(),
-        DEPTHWISE=depthwise, ACC_FP64=part_hi.dtype == torch.float64, NP=np_, EP=next_pow2(e, 16),
-        BLOCK_C=block_c, num_warps=4,
-    )
+    plan = unfold_plan(part_hi.shape, part_hi.dtype, part_lo.shape[0], e, k2, wk.stride(), depthwise)
+    launch(unfold_weight_grad_kernel, plan, (part_hi, tap_hi, part_lo, tap_lo, wk, en_weight, de_weight, en_bias, *grads),
+           (False,) * 15)
     return grads
+
+
+@cached_plan
+def unfold_plan(hi_shape, acc_dtype, n_lo, e, k2, wk_strides, depthwise) -> LaunchPlan:
+    """``unfold_weight_grad``'s launch for one signature (``hi_shape``, ``acc_dtype``: the encoder
+    partials' (n_hi, 9, C, NP) and dtype)."""
+    n_hi, _, c, np_ = hi_shape
+    block_c = min(32, next_pow2(c, 16))
+    return LaunchPlan(((slice(None), (cdiv(c, block_c) + 10,)),), (n_hi, n_lo, c, e, k2, *wk_strides),
+                      dict(DEPTHWISE=depthwise, ACC_FP64=acc_dtype == torch.float64, NP=np_, EP=next_pow2(e, 16), BLOCK_C=block_c,
+                           num_warps=4))
