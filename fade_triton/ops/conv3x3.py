@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .helpers import (LaunchPlan, accumulator_dtype, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1,
-                      dot_precision, launch, next_pow2, spec, strides, target_of)
+                      dot_precision, launch, next_pow2, slot_plan, spec, strides, target_of)
 from .window import tap_masks, window_step
 
 
@@ -170,17 +170,23 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
                 BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), num_warps=warps, num_stages=1)
 
 
-def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, add=None, gate=None, scale=1):
+def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, add=None, gate=None, scale=1,
+            slot=None):
     """Launch ``conv3x3_kernel`` writing ``out`` (B, c_out, H, W); returns ``out``.
     ``w``: the weights as (tap, in, out), any strides (a packed tensor, or a transposed view of
-    one). ``gate``: (B, H', W') view."""
+    one). ``gate``: (B, H', W') view. ``slot``: where the calling operator keeps this launch's
+    plan (``helpers.slot_plan``), or None."""
     if out.numel() == 0:
         return out
-    target = target_of(x)
-    plan = conv3x3_plan(spec(x), w.shape, w.stride(), c_out, out.stride(), strides(lo), strides(add), strides(gate, 3),
-                        tap_bias.stride(0) if tap_bias is not None else 0,
-                        (flip, bias is not None, tap_bias is not None, lo is not None, add is not None, gate is not None),
-                        scale, target, dot_precision(x.dtype, target))
+
+    def build():
+        target = target_of(x)
+        return conv3x3_plan(spec(x), w.shape, w.stride(), c_out, out.stride(), strides(lo), strides(add),
+                            strides(gate, 3), tap_bias.stride(0) if tap_bias is not None else 0,
+                            (flip, bias is not None, tap_bias is not None, lo is not None, add is not None,
+                             gate is not None), scale, target, dot_precision(x.dtype, target))
+
+    plan = slot_plan(slot, build)
     launch(conv3x3_kernel, plan, (x, w, out, bias, tap_bias, lo, add, gate), CONV3X3_BATCHED)
     return out
 
@@ -211,12 +217,12 @@ def conv3x3_plan(x, w_shape, w_strides, c_out, out_strides, lo_strides, add_stri
     return LaunchPlan(grids, args, meta)
 
 
-def conv3x3_input_grad(g, w, c_out, out, *, add=None, gate=None, scale=1):
+def conv3x3_input_grad(g, w, c_out, out, *, add=None, gate=None, scale=1, slot=None):
     """The gradient of a 3x3's input from its output gradient ``g`` (B, N, H, W) and the weights
     ``w`` (9, C, KP) (tap, in, out): the transposed convolution, ``w`` read transposed and
     flipped (a view, no copy). Adds ``add`` (times sigmoid(``gate``) when given) in the
     epilogue; writes ``out`` (may be ``add``)."""
-    return conv3x3(g, w.transpose(1, 2), c_out, out, flip=True, add=add, gate=gate, scale=scale)
+    return conv3x3(g, w.transpose(1, 2), c_out, out, flip=True, add=add, gate=gate, scale=scale, slot=slot)
 
 
 @triton.jit
@@ -303,12 +309,16 @@ def weight_grad_config(x: torch.Tensor, np_: int, target) -> dict:
     return dict(TX=block_p, BLOCK_P=block_p, BLOCK_C=16, NP=np_, num_warps=4, num_stages=1)
 
 
-def conv3x3_weight_grad(g, x):
+def conv3x3_weight_grad(g, x, slot=None):
     """Partials (n_chunks, 9, C, NP) and tap sums (n_chunks, 9, NP) of the weight gradient of a
     3x3 with input ``x`` (B, C, H, W) and output gradient ``g`` (B, N, H, W), NP = N rounded up to
-    a power of two >= 16; n_chunks = B * cdiv(H, WGRAD_ROWS)."""
-    target = target_of(x)
-    plan = weight_grad_plan(g.shape, g.stride(), spec(x), target, dot_precision(x.dtype, target))
+    a power of two >= 16; n_chunks = B * cdiv(H, WGRAD_ROWS). ``slot``: as for ``conv3x3``."""
+
+    def build():
+        target = target_of(x)
+        return weight_grad_plan(g.shape, g.stride(), spec(x), target, dot_precision(x.dtype, target))
+
+    plan = slot_plan(slot, build)
     n_chunks, np_ = plan.grids[0][1][0], plan.meta["NP"]
     part = torch.empty((n_chunks, 9, x.shape[1], np_), dtype=accumulator_dtype(x.dtype), device=x.device)
     taps = torch.empty((n_chunks, 9, np_), dtype=part.dtype, device=x.device)

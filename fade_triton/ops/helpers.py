@@ -158,6 +158,25 @@ def cached_plan(build):
     return plan
 
 
+# An operator call's launch plans, one dict per call signature (the operator's tag and its
+# arguments' Specs, strides, flags and target): its launchers fill it on first use (``slot_plan``),
+# so a repeated call looks its signature up once instead of once per launch.
+signature_plans = cached_plan(lambda *signature: {})
+
+
+def slot_plan(slot, build) -> LaunchPlan:
+    """The plan in ``slot``, ``(plans, name)``: an operator call's ``signature_plans`` and the
+    launch's name in it, built by ``build()`` on first use; ``build()`` itself when ``slot`` is
+    None (a launcher called on its own)."""
+    if slot is None:
+        return build()
+    plans, name = slot
+    plan = plans.get(name)
+    if plan is None:
+        plan = plans[name] = build()
+    return plan
+
+
 def launch(kernel, plan: LaunchPlan, tensors: tuple, batched: tuple) -> None:
     """``kernel[grid](*tensors, *plan.args, **plan.meta)`` for each launch of ``plan``; on a split
     batch the tensors flagged in ``batched`` (those with a batch axis) are passed as that slice's

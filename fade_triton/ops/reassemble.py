@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, launch, next_pow2, spec,
-                      strides, target_of)
+from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, launch, next_pow2, slot_plan,
+                      spec, strides, target_of)
 from .window import channel_block, load_tap, pass_masks, phase, reassembly_program, sigmoid_gate
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
@@ -151,14 +151,16 @@ def check_fusion(softmax: bool, gate, group_size: int) -> None:
         raise ValueError("the fused softmax / gate supports group_size == 1 only (FADE); carafe takes groups")
 
 
-def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, softmax):
+def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, softmax, slot=None):
     """Launch ``reassemble_fwd_kernel`` into ``out`` (B, C, OH, OW). ``gate``: (B, H, W) gate
-    logits or None; ``en`` required with a gate. Softmax or gate need group_size == 1."""
+    logits or None; ``en`` required with a gate. Softmax or gate need group_size == 1.
+    ``slot``: where the calling operator keeps this launch's plan (``helpers.slot_plan``), or None."""
     check_fusion(softmax, gate, group_size)
     if out.numel() == 0:
         return out
-    plan = reassemble_fwd_plan(spec(x), masks.stride(), gate is not None, strides(gate, 3), strides(en), out.shape,
-                               out.stride(), kernel_size, group_size, scale, softmax, target_of(x))
+    plan = slot_plan(slot, lambda: reassemble_fwd_plan(spec(x), masks.stride(), gate is not None, strides(gate, 3),
+                                                       strides(en), out.shape, out.stride(), kernel_size, group_size,
+                                                       scale, softmax, target_of(x)))
     launch(reassemble_fwd_kernel, plan, (x, masks, gate, en, out), (True,) * 5)
     return out
 

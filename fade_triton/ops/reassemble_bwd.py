@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import LaunchPlan, accumulator_dtype, cached_plan, launch, spec, strides, target_of
+from .helpers import LaunchPlan, accumulator_dtype, cached_plan, launch, slot_plan, spec, strides, target_of
 from .reassemble import channel_splits, check_fusion, reassembly_grids, tile_config
 from .window import channel_block, load_tap, lowres_tile, pass_masks, phase, reassembly_program, sigmoid_gate, window_step
 
@@ -189,18 +189,19 @@ def reassemble_bwd_feat_kernel(
             tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=io)
 
 
-def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group_size, scale, softmax):
+def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group_size, scale, softmax, slot=None):
     """Launch both backward kernels. Writes ``dx`` (B, C, H, W), ``dmasks`` (B, G*K2, OH, OW)
     contiguous fp32 and, with softmax (FADE), ``dlo`` (B, KP, H, W) view: the summed logit
-    gradient and (with a gate) the gate-logit gradient at channel K2."""
+    gradient and (with a gate) the gate-logit gradient at channel K2. ``slot``: where the calling
+    operator keeps these launches' plans (``helpers.slot_plan``), or None."""
     check_fusion(softmax, gate, group_size)
     if dx.numel() == 0 or dmasks.numel() == 0:
         dx.zero_()
         dmasks.zero_()
         return
-    mask_plan, feat_plan = reassemble_bwd_plans(spec(x), masks.stride(), gate is not None, strides(gate, 3),
-                                                strides(en), dout.stride(), strides(dlo), spec(dx), dmasks.shape,
-                                                kernel_size, group_size, scale, softmax, target_of(x))
+    mask_plan, feat_plan = slot_plan(slot, lambda: reassemble_bwd_plans(
+        spec(x), masks.stride(), gate is not None, strides(gate, 3), strides(en), dout.stride(), strides(dlo), spec(dx),
+        dmasks.shape, kernel_size, group_size, scale, softmax, target_of(x)))
     b, _, oh, ow = dmasks.shape
     lse = torch.empty((b, oh, ow), dtype=accumulator_dtype(x.dtype), device=x.device) if softmax else None
     launch(reassemble_bwd_kernel, mask_plan, (x, masks, gate, en, dout, dmasks, dlo, lse), (True,) * 8)

@@ -68,7 +68,7 @@ def fade_forward_impl(en: Tensor, de: Tensor, gate_weight: Tensor, gate_bias: Te
         return fade_torch_forward(en, de, *weights, scale)
     packed = PackedWeights(w_hi, w_lo, tap_bias, bias_hi, bias_lo)
     k2 = kernel_weight.shape[0]
-    out = torch.empty(en.shape, dtype=en.dtype, device=en.device, memory_format=memory_format_of(en))
+    out = torch.empty_like(en, memory_format=memory_format_of(en))
     if launches_skipped(en):
         return out, en.new_empty(en.shape[0], k2, *en.shape[2:], dtype=packed.bias_hi.dtype), de.new_empty(
             de.shape[0], *de.shape[2:], packed.w_lo.shape[2], dtype=packed.bias_lo.dtype)

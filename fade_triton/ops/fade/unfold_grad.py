@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..helpers import LaunchPlan, cached_plan, cdiv, launch, next_pow2
+from ..helpers import LaunchPlan, cached_plan, cdiv, launch, next_pow2, slot_plan
 
 
 @triton.jit
@@ -138,15 +138,18 @@ def unfold_weight_grad_kernel(
             tl.store(d_be_ptr + e, d_be, mask=e_ok)
 
 
-def unfold_weight_grad(hi, lo, en_weight, en_bias, de_weight, kernel_weight, k2, depthwise):
-    """The module's weight gradients (gate w, gate b, We, be, Wd, Wk, bk) from the partials."""
+def unfold_weight_grad(hi, lo, weights: tuple, depthwise, slot=None):
+    """The module's weight gradients (gate w, gate b, We, be, Wd, Wk, bk) from the partials;
+    ``weights``: the seven weights in that order.
+    ``slot``: where the calling operator keeps this launch's plan (``helpers.slot_plan``), or None."""
     (part_hi, tap_hi), (part_lo, tap_lo) = hi, lo
-    e, c = en_weight.shape[:2]
-    dtype, dev = en_weight.dtype, en_weight.device
-    grads = [torch.empty(s, dtype=dtype, device=dev) for s in
-             ((1, c, 1, 1), (1,), (e, c, 1, 1), (e,), (e, c, 1, 1), tuple(kernel_weight.shape), (k2,))]
+    _, _, en_weight, en_bias, de_weight, kernel_weight, _ = weights
+    e, k2 = en_weight.shape[0], kernel_weight.shape[0]
+    # each gradient in its weight's shape and dtype, contiguous (the kernel writes them so)
+    grads = [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
     wk = kernel_weight.flatten(2)
-    plan = unfold_plan(part_hi.shape, part_hi.dtype, part_lo.shape[0], e, k2, wk.stride(), depthwise)
+    plan = slot_plan(slot, lambda: unfold_plan(part_hi.shape, part_hi.dtype, part_lo.shape[0], e, k2, wk.stride(),
+                                               depthwise))
     launch(unfold_weight_grad_kernel, plan, (part_hi, tap_hi, part_lo, tap_lo, wk, en_weight, de_weight, en_bias, *grads),
            (False,) * 15)
     return grads
