@@ -257,6 +257,33 @@ def test_weight_gradient_over_several_chunks():
     assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=s), inputs, torch.randn(en.shape), s, 1e-5)
 
 
+@pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
+def test_weight_gradient_over_more_chunks_than_one_step_sums(lite):
+    """More weight-gradient chunks than ``unfold_weight_grad`` sums a step (UNFOLD_CHUNKS): whole
+    steps and a last partial one, for both branches (one chunk per image)."""
+    from fade_triton.ops.fade.unfold_grad import UNFOLD_CHUNKS
+
+    b = UNFOLD_CHUNKS + 3
+    en, de, wts = fade_problem(b, 4, 2, 3, 2, 3, 8, lite, torch.float32, weight_std=0.2)
+    inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
+    assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=2), inputs, torch.randn(en.shape), 2, 1e-5)
+
+
+@pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
+def test_gradients_of_strided_weights(lite, poisoned):
+    """Weights that are views with their own strides (dimensions stored in reverse order): the
+    kernels read them by their strides (the weight-gradient unfold once read them as contiguous)."""
+    en, de, wts = fade_problem(2, 6, 3, 4, 2, 3, 8, lite, torch.float32, weight_std=0.2)
+
+    def reversed_layout(t):  # same values, strides reversed (dense, so grads_of's clone keeps them)
+        dims = tuple(reversed(range(t.dim())))
+        return t.permute(dims).contiguous().permute(dims)
+
+    inputs = [en, de, *(reversed_layout(wts[n]) for n in WEIGHT_NAMES)]
+    assert not inputs[4].is_contiguous() and not inputs[7].is_contiguous()  # en_weight, kernel_weight
+    assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=2), inputs, torch.randn(en.shape), 2, 1e-5)
+
+
 class _Watch(torch.overrides.TorchFunctionMode):
     """A TorchFunctionMode that changes nothing: with it active the triton path runs through the
     dispatcher (``fade_triton::fade``), as under any mode (``helpers.direct_call_ok``)."""
