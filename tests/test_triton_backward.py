@@ -279,9 +279,15 @@ def test_gradients_of_strided_weights(lite, poisoned):
         dims = tuple(reversed(range(t.dim())))
         return t.permute(dims).contiguous().permute(dims)
 
-    inputs = [en, de, *(reversed_layout(wts[n]) for n in WEIGHT_NAMES)]
-    assert not inputs[4].is_contiguous() and not inputs[7].is_contiguous()  # en_weight, kernel_weight
-    assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=2), inputs, torch.randn(en.shape), 2, 1e-5)
+    contiguous = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
+    compressors = [en, de, *(reversed_layout(wts[n]) if n in ("en_weight", "de_weight") else wts[n]
+                             for n in WEIGHT_NAMES)]
+    strided = [en, de, *(reversed_layout(wts[n]) for n in WEIGHT_NAMES)]
+    assert not strided[4].is_contiguous() and not strided[7].is_contiguous()  # en_weight, kernel_weight
+    # contiguous first, then the same shapes strided: the launch plans cached for one call must
+    # not serve another (every weight's strides are part of the call's signature)
+    for inputs in (contiguous, compressors, strided):
+        assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=2), inputs, torch.randn(en.shape), 2, 1e-5)
 
 
 class _Watch(torch.overrides.TorchFunctionMode):

@@ -191,7 +191,8 @@ def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, 
     return out
 
 
-CONV3X3_BATCHED = (True, False, True, False, False, True, True, True)  # which of conv3x3_kernel's tensors have a batch axis
+# which of conv3x3_kernel's tensors (x, w, out, bias, tap_bias, lo, add, gate) have a batch axis
+CONV3X3_BATCHED = (True, False, True, False, False, True, True, True)
 
 
 @cached_plan

@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, launch, next_pow2, slot_plan,
-                      spec, strides, target_of)
+from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, launch, next_pow2,
+                      slot_plan, spec, strides, target_of)
 from .window import channel_block, load_tap, pass_masks, phase, reassembly_program, sigmoid_gate
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
@@ -174,6 +174,5 @@ def reassemble_fwd_plan(x, m_strides, gated, gate_strides, en_strides, out_shape
     splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])
     args = (c // group_size, group_size, h, w, out_shape[2], out_shape[3], kernel_size // 2, splits, per,
             *x.stride(), *m_strides, *gate_strides, *en_strides, *out_strides)
-    meta = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
-                **cfg)
+    meta = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64, **cfg)
     return LaunchPlan(reassembly_grids(b, group_size, h, w, cfg, splits), args, meta)

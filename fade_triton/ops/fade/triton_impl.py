@@ -59,8 +59,8 @@ def fade_fwd_triton(en, de, packed: PackedWeights, k2: int, scale: int, out: tor
     target = target_of(en)
     # everything the three launches' plans depend on (lo and the logits are allocated here)
     plans = signature_plans("fade_fwd", spec(en), spec(de), out.stride(), packed.w_hi.shape, packed.w_hi.stride(),
-                            packed.w_lo.stride(), packed.tap_bias.stride(), packed.bias_lo.dtype, k2, scale, target,
-                            dot_precision(en.dtype, target))
+                            packed.w_lo.shape, packed.w_lo.stride(), packed.tap_bias.stride(), packed.bias_lo.dtype,
+                            k2, scale, target, dot_precision(en.dtype, target))
     lo = semi_shift_lo(de, packed, slot=(plans, "lo"))
     logits = semi_shift_hi(en, lo, packed, k2, scale, slot=(plans, "hi"))
     reassemble_fwd(de, logits, lo[..., k2], en, out, math.isqrt(k2), 1, scale, softmax=True, slot=(plans, "reassemble"))
@@ -73,10 +73,12 @@ def fade_bwd_triton(dout, en, de, weights: tuple, w_hi, w_lo, logits, lo, scale:
     en_weight, kernel_weight = weights[2], weights[5]
     k2 = kernel_weight.shape[0]
     target = target_of(en)
-    # everything the seven launches' plans depend on (the gradients are allocated here)
+    # everything the seven launches' plans depend on (the gradients are allocated here), the
+    # strides of the weights the unfold reads included
     plans = signature_plans("fade_bwd", spec(dout), spec(en), spec(de), w_hi.shape, w_hi.stride(), w_lo.stride(),
-                            spec(logits), spec(lo), en_weight.shape, kernel_weight.shape, kernel_weight.stride(), scale,
-                            target, dot_precision(en.dtype, target))
+                            spec(logits), spec(lo), en_weight.shape, en_weight.stride(), weights[3].stride(),
+                            weights[4].stride(), kernel_weight.shape, kernel_weight.stride(), scale, target,
+                            dot_precision(en.dtype, target))
     grads = [None] * 9
     d_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
     d_lo = torch.empty_like(lo, memory_format=torch.contiguous_format).permute(0, 3, 1, 2)[:, :k2 + 1]

@@ -176,8 +176,8 @@ def unfold_weight_grad(hi, lo, weights: tuple, depthwise, slot=None):
     weight_strides = (*wk.stride(), *en_weight.stride()[:2], *de_weight.stride()[:2], en_bias.stride(0))
     plan = slot_plan(slot, lambda: unfold_plan(part_hi.shape, part_hi.dtype, part_lo.shape[0], e, k2, weight_strides,
                                                depthwise, target_of(part_hi)))
-    launch(unfold_weight_grad_kernel, plan, (part_hi, tap_hi, part_lo, tap_lo, wk, en_weight, de_weight, en_bias, *grads),
-           (False,) * 15)
+    tensors = (part_hi, tap_hi, part_lo, tap_lo, wk, en_weight, de_weight, en_bias, *grads)
+    launch(unfold_weight_grad_kernel, plan, tensors, (False,) * len(tensors))
     return grads
 
 
