@@ -63,7 +63,10 @@ def unfold_weight_grad_kernel(
     (K2, E or 1, 3, 3) by stride_wk_k/e/t (t = the flattened 3x3); we, wd: (E, C) by
     stride_we_e/c and stride_wd_e/c; be: (E,) by stride_be (the module's weights, any strides).
     Outputs contiguous in the weights' shapes. E <= EP, K2 < NP. The chunk sums take CHUNKS
-    chunks a step (``_chunk_sum``).
+    chunks a step (``_chunk_sum``). Tile: (NP, BLOCK_C) partials, loaded along their contiguous
+    NP axis (16-byte vectors). The channel programs read all partials once between them, the tap
+    programs once more: 2 x (n_hi + n_lo) x 9 x C x NP elements requested against a minimum of
+    one read (the weights and tap sums are small).
     """
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
