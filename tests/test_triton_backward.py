@@ -257,6 +257,31 @@ def test_weight_gradient_over_several_chunks():
     assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=s), inputs, torch.randn(en.shape), s, 1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(channels_last, poisoned):
+    """``conv3x3_weight_grad`` alone, in float64: its chunk partials summed over the chunks are
+    the 3x3 weight gradient sum_p x[p + t] g[p] (x zero outside the image) and its tap sums are
+    sum over the pixels p with p + t in the image of g[p]; rows over two chunks, a partial last
+    chunk, N below the padded NP, channels that are not a whole block."""
+    from fade_triton.ops.conv3x3 import WGRAD_ROWS, conv3x3_weight_grad
+
+    b, c, n, h, w = 2, 5, 3, WGRAD_ROWS + 3, 7
+    x, g = torch.randn(b, c, h, w, dtype=torch.float64), torch.randn(b, n, h, w, dtype=torch.float64)
+    if channels_last:
+        x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
+    part, taps = conv3x3_weight_grad(g, x)
+    xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    inside = torch.nn.functional.pad(torch.ones(1, 1, h, w, dtype=torch.float64), (1, 1, 1, 1))
+    for t in range(9):
+        i, j = divmod(t, 3)
+        shifted = xp[:, :, i:i + h, j:j + w]  # x[p + (i - 1, j - 1)]
+        want = torch.einsum("bchw,bnhw->cn", shifted, g)
+        assert_close_rel(part[:, t, :, :n].sum(0), want, 1e-12)
+        want_taps = (g * inside[:, :, i:i + h, j:j + w]).sum((0, 2, 3))
+        assert_close_rel(taps[:, t, :n].sum(0), want_taps, 1e-12)
+    assert part.isfinite().all() and taps.isfinite().all()  # the padded columns are written too
+
+
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 def test_weight_gradient_over_more_chunks_than_one_step_sums(lite):
     """More weight-gradient chunks than ``unfold_weight_grad`` sums a step (UNFOLD_CHUNKS): whole

@@ -4,7 +4,8 @@
   only inside the image, a low-resolution addend read at (y // s, x // s), a gated addend). With
   ``FLIP`` it reads the weights mirrored: the transposed convolution, i.e. the input gradient.
 - ``conv3x3_weight_grad_kernel``: the weight gradient's partial sums over chunks of rows (all 9
-  taps from one read of each gradient tile), reduced in a fixed order by the caller (no atomics).
+  taps from one read of each input tile, the gradient tile shifted per tap), reduced in a fixed
+  order by the caller (no atomics).
 
 FADE's semi-shift runs on these (``ops/fade/triton_impl.py``) with its 1x1 compressors folded into
 the 3x3 (``ops/fade/fold.py``). Names read forward to backward: ``conv3x3_kernel`` ->
@@ -235,13 +236,15 @@ def conv3x3_weight_grad_kernel(
     ACC_FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     TX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, NP: tl.constexpr,
 ):
-    """Partial weight gradient of a 3x3 'same' convolution over one chunk of pixels:
-      part[chunk, t, c, n] = sum_{p in chunk} x[b, c, p + t] * g[b, n, p]       (all 9 taps t)
-      tap_part[chunk, t, n] = sum_{p in chunk, p + t in image} g[b, n, p]      (channel block 0)
-    A chunk is ROWS rows of one image (b = chunk // cdiv(H, ROWS)). Each gradient tile is read
-    once for all 9 taps (the 9 accumulators are a tuple: a register array); the input tile is
-    requested per tap (its 8 shifted requests hit L1). No atomics: the caller sums the chunks
-    in a fixed order.
+    """Partial weight gradient of a 3x3 'same' convolution over one chunk of input pixels q:
+      part[chunk, t, c, n] = sum_{q in chunk} x[b, c, q] * g[b, n, q - t]       (all 9 taps t)
+      tap_part[chunk, t, n] = sum_{q in chunk, q - t in image} g[b, n, q - t]  (channel block 0)
+    with g zero outside the image: summed over the chunks, sum_p x[p + t] * g[p] (x zero outside).
+    A chunk is ROWS rows of one image (b = chunk // cdiv(H, ROWS)). The shift is on g, not x: each
+    input tile is read once (unshifted, so vector loads along the contiguous axis) and is the
+    dot's A operand for all 9 taps; the 9 shifted gradient tiles (N <= NP channels, fewer than
+    BLOCK_C) are the B operands, their requests hitting L1 after the first (the 9 accumulators
+    are a tuple: a register array). No atomics: the caller sums the chunks in a fixed order.
 
     g_ptr: gradient (B, N, H, W), any strides, N <= NP; cast to x's dtype for the dot (fp32
     stays fp32: TF32 or IEEE as INPUT_PRECISION says). x_ptr: the convolution's input
@@ -270,25 +273,30 @@ def conv3x3_weight_grad_kernel(
         for x0 in range(0, W, TX):
             y = y0 + p // TX
             x = x0 + p % TX
-            p_ok = (y < r0 + ROWS) & (y < H) & (x < W)
+            q_ok = (y < r0 + ROWS) & (y < H) & (x < W)
+            # rows[i] & cols[j]: q + (i - 1, j - 1) in the image; tap t = 3i + j reads g at q - (i - 1, j - 1),
+            # in the image where rows[2 - i] & cols[2 - j]
             rows, cols = tap_masks(y, x, H, W, 1, 3, True)
-            gt = tl.load(g_ptr + b * stride_gb + (y.to(tl.int64) * stride_gh + x.to(tl.int64) * stride_gw)[:, None]
-                         + n.to(tl.int64)[None, :] * stride_gc, mask=p_ok[:, None] & n_ok[None, :], other=0.0)
-            a_ptrs = (x_ptr + b * stride_xb + c.to(tl.int64)[None, :] * stride_xc
-                      + (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None] - stride_xh - stride_xw)
+            a = tl.load(x_ptr + b * stride_xb + c.to(tl.int64)[None, :] * stride_xc
+                        + (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None],
+                        mask=q_ok[:, None] & c_ok[None, :], other=0.0)
+            # g at q - (-1, -1), walked mirrored (steps -stride_gw, -stride_gh) to q - (1, 1)
+            g_ptrs = (g_ptr + b * stride_gb + n.to(tl.int64)[None, :] * stride_gc
+                      + (y.to(tl.int64) * stride_gh + x.to(tl.int64) * stride_gw)[:, None] + stride_gh + stride_gw)
+            gs = ()  # the 9 shifted gradient tiles, all requested before the first dot
+            for t in tl.static_range(9):
+                inside = q_ok & rows[2 - t // 3] & cols[2 - t % 3]
+                gs = gs + (tl.load(g_ptrs, mask=inside[:, None] & n_ok[None, :], other=0.0),)
+                g_ptrs = window_step(g_ptrs, t, 3, -stride_gh, -stride_gw)
             new = ()
             for t in tl.static_range(9):
-                inside = rows[t // 3] & cols[t % 3]
-                a = tl.load(a_ptrs, mask=(p_ok & inside)[:, None] & c_ok[None, :], other=0.0)
-                new = new + (tl.dot(tl.trans(a), gt.to(a.dtype), accs[t], input_precision=INPUT_PRECISION,
+                new = new + (tl.dot(tl.trans(a), gs[t].to(a.dtype), accs[t], input_precision=INPUT_PRECISION,
                                     out_dtype=acc_dtype),)
-                a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
             accs = new
-            if tl.program_id(1) == 0:
+            if tl.program_id(1) == 0:  # the shifted tiles are zero where q - t leaves the image
                 sums = ()
                 for t in tl.static_range(9):
-                    inside = p_ok & rows[t // 3] & cols[t % 3]
-                    sums = sums + (taps[t] + tl.sum(tl.where(inside[:, None], gt.to(acc_dtype), 0.0), 0),)
+                    sums = sums + (taps[t] + tl.sum(gs[t].to(acc_dtype), 0),)
                 taps = sums
     out = part_ptr + chunk.to(tl.int64) * 9 * C * NP + c.to(tl.int64)[:, None] * NP + n[None, :]
     for t in tl.static_range(9):
