@@ -308,12 +308,13 @@ def conv3x3_weight_grad_kernel(
 
 def weight_grad_config(x: torch.Tensor, np_: int, target) -> dict:
     """Tiles of ``conv3x3_weight_grad_kernel`` (static properties only). sm_90: 64 input
-    channels x NP per accumulator (the dot's M = 64 takes wgmma), 9 accumulators over 8 warps.
+    channels x NP per accumulator (the dot's M = 64 takes wgmma), 9 accumulators over 8 warps,
+    64 pixels a step (32 in float32, whose nine gradient tiles in flight hold twice the registers).
     sm_80 (mma.sync keeps both operands in registers): 16 x NP over 4 warps, one row of 32
     pixels a step (16 in float32 or channels_last: what compiles there without spills)."""
-    if target.arch >= 90:
-        return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=64, BLOCK_C=min(64, next_pow2(x.shape[1], 16)),
-                    NP=np_, num_warps=8, num_stages=1)
+    if target.arch >= 90:  # 32 pixels a step in float32: 64 spill 16 bytes with triton 3.6
+        return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=64 if x.element_size() <= 2 else 32,
+                    BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=8, num_stages=1)
     block_p = 32 if x.element_size() <= 2 and not channel_fast(x) else 16
     return dict(TX=block_p, BLOCK_P=block_p, BLOCK_C=16, NP=np_, num_warps=4, num_stages=1)
 
