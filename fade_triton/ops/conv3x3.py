@@ -251,6 +251,14 @@ def conv3x3_weight_grad_kernel(
     (B, C, H, W), any strides. part_ptr: (n_chunks, 9, C, NP) contiguous fp32 (fp64).
     tap_part_ptr: (n_chunks, 9, NP) contiguous. Tile: BLOCK_P pixels as (BLOCK_P // TX) rows
     x TX columns; BLOCK_C input channels (the dot's M) x NP (N). Grid: (n_chunks, cdiv(C, BLOCK_C)).
+
+    Loads: the x tile in 16-byte vectors along its contiguous axis (pixels for NCHW, channels for
+    channels_last); the gradient tiles one 4-byte element a lane (FADE's logit gradient is NCHW,
+    and a shift of one pixel breaks a vector's alignment along pixels; the compile report counts
+    64-72 such loads a step at the headline case). Bytes requested against the minimum (x and g
+    read once, the partials written once): x once; g 9 x cdiv(C, BLOCK_C) times (every
+    channel-block program reads all nine shifted tiles; after the first tap they come from L1,
+    after the first program from L2).
     """
     TY: tl.constexpr = BLOCK_P // TX
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
@@ -309,10 +317,11 @@ def conv3x3_weight_grad_kernel(
 def weight_grad_config(x: torch.Tensor, np_: int, target) -> dict:
     """Tiles of ``conv3x3_weight_grad_kernel`` (static properties only). sm_90: 64 input
     channels x NP per accumulator (the dot's M = 64 takes wgmma), 9 accumulators over 8 warps,
-    64 pixels a step (32 in float32, whose nine gradient tiles in flight hold twice the registers).
-    sm_80 (mma.sync keeps both operands in registers): 16 x NP over 4 warps, one row of 32
-    pixels a step (16 in float32 or channels_last: what compiles there without spills)."""
-    if target.arch >= 90:  # 32 pixels a step in float32: 64 spill 16 bytes with triton 3.6
+    64 pixels a step (32 in float32, whose nine gradient tiles in flight hold twice the registers:
+    64 spill 16 bytes under triton 3.6). sm_80 (mma.sync keeps both operands in registers):
+    16 x NP over 4 warps, one row of 32 pixels a step (16 in float32 or channels_last: what
+    compiles there without spills)."""
+    if target.arch >= 90:
         return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=64 if x.element_size() <= 2 else 32,
                     BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=8, num_stages=1)
     block_p = 32 if x.element_size() <= 2 and not channel_fast(x) else 16
