@@ -8,7 +8,7 @@ import reference64 as ref
 from fade_triton.backend import float32_conv_precision
 from fade_triton.ops.fade.fold import pack_weights
 from fade_triton.ops.fade.triton_impl import semi_shift_hi, semi_shift_lo
-from fade_triton.ops.helpers import Target, dot_precision
+from fade_triton.ops.helpers import Target, dot_precision, spec
 from fade_triton.ops.reassemble import reassemble_fwd
 from util import KERNEL_SHAPE_PARAMS
 from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem, rel_err
@@ -55,6 +55,71 @@ def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
     expect = g * en.double() + (1 - g) * ref.reassemble(de.double(), torch.softmax(logits.double(), 1), k, s)
     assert out.dtype == dtype
     assert_close_rel(out, expect, TOL[dtype])
+
+
+# The tensor-core reassembly (ops/reassemble_dot.py), forced where "auto" would pick the FMA kernel
+# (float64, and float32 under the interpreter, which has no TF32): (b, c, h, w, s, k, groups, crop,
+# layout). C=70: a channel remainder and two channel splits; groups > 1: CARAFE's given masks;
+# crop: an output smaller than s x de; s = 3 and 4: other tiles (one row of 64, four of 16).
+DOT_CASES = [(2, 70, 5, 7, 2, 5, 1, 0, "nchw"), (1, 24, 6, 9, 2, 3, 2, 1, "channels_last"),
+             (1, 16, 4, 5, 3, 5, 1, 0, "nchw"), (1, 16, 3, 4, 4, 7, 1, 2, "channels_last"),
+             (1, 64, 3, 40, 2, 5, 1, 0, "nchw")]
+DOT_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
+@pytest.mark.parametrize("case", DOT_CASES, ids=lambda c: "b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*c))
+def test_dot_reassembly_kernel(case, dtype, poisoned):
+    b, c, h, w, s, k, groups, crop, layout = case
+    oh, ow = h * s - crop, w * s - crop
+    x = torch.randn(b, c, h, w).to(dtype)
+    en = torch.randn(b, c, oh, ow).to(dtype)
+    if layout == "channels_last":
+        x, en = x.to(memory_format=torch.channels_last), en.to(memory_format=torch.channels_last)
+    out = torch.empty_like(en)
+    if groups == 1:  # FADE: logits, softmax, gate
+        logits = torch.randn(b, k * k, oh, ow) * 3
+        gate = torch.randn(b, 1, h, w)
+        reassemble_fwd(x, logits, gate[:, 0], en, out, k, 1, s, softmax=True, kernel="dot")
+        g = ref.up(torch.sigmoid(gate.double()), s)[..., :oh, :ow]
+        expect = g * en.double() + (1 - g) * ref.reassemble(x.double(), torch.softmax(logits.double(), 1), k, s)
+    else:  # CARAFE: the masks as given
+        masks = torch.softmax(torch.randn(b, groups, k * k, oh, ow), 2).flatten(1, 2).to(dtype)
+        reassemble_fwd(x, masks, None, None, out, k, groups, s, softmax=False, kernel="dot")
+        expect = ref.reassemble(x.double(), masks.double(), k, s, groups)
+    assert out.dtype == dtype
+    assert_close_rel(out, expect, DOT_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype,precision,scale,expect", [
+    (torch.float16, "ieee", 2, "dot"), (torch.bfloat16, "ieee", 2, "dot"), (torch.float32, "tf32", 2, "dot"),
+    (torch.float32, "ieee", 2, "fma"), (torch.float64, "ieee", 2, "fma"), (torch.float16, "ieee", 1, "fma")])
+def test_reassembly_kernel_choice(dtype, precision, scale, expect, monkeypatch):
+    """``kernel="auto"``: the tensor-core kernel for half inputs and TF32 float32 at s >= 2, the FMA
+    kernel for IEEE float32, float64 and s = 1."""
+    from fade_triton.ops import reassemble
+
+    monkeypatch.setattr(reassemble, "dot_precision", lambda dt, target: precision)
+    reassemble.reassemble_fwd_plan.cache_clear()
+    x = torch.empty(2, 32, 8, 8, dtype=dtype)
+    plan = reassemble.reassemble_fwd_plan(spec(x), (0,) * 4, True, (0,) * 3, (0,) * 4, (2, 32, 8 * scale, 8 * scale),
+                                          (0,) * 4, 5, 1, scale, True, Target(90))
+    reassemble.reassemble_fwd_plan.cache_clear()
+    assert (plan.kernel is reassemble.reassemble_fwd_dot_kernel) == (expect == "dot")
+
+
+def test_dot_reassembly_batch_slices(monkeypatch, poisoned):
+    """Past the grid's axis-2 limit the dot kernel is launched per batch slice, as every kernel."""
+    from fade_triton.ops import helpers
+
+    monkeypatch.setattr(helpers, "MAX_GRID_YZ", 2)  # 3 images: two launches
+    # one row of output tiles (axis 1 is limited too)
+    x, logits, en = torch.randn(3, 8, 1, 4), torch.randn(3, 9, 2, 8), torch.randn(3, 8, 2, 8)
+    gate, out = torch.randn(3, 1, 4), torch.empty(3, 8, 2, 8)
+    reassemble_fwd(x, logits, gate, en, out, 3, 1, 2, softmax=True, kernel="dot")
+    g = ref.up(torch.sigmoid(gate[:, None].double()), 2)
+    expect = g * en.double() + (1 - g) * ref.reassemble(x.double(), torch.softmax(logits.double(), 1), 3, 2)
+    assert_close_rel(out, expect, 1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)

@@ -50,15 +50,24 @@ def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
                          + (p * k2 * 4 if extra else 0),
                          note=f"input halo x{halo:.2f}; weights once per {conv['BLOCK_P']}-pixel program"
                               + ("; lo read per output pixel" if extra else "")))
-    tile = reassemble.tile_config(x, c, k, s, target)
-    splits, _ = reassemble.channel_splits(c, tile["BLOCK_C"])
     r = k // 2
-    de_halo = _halo(tile["TQ"] // tile["TX"], tile["TX"], r)
-    rows.append(dict(kernel="reassemble_fwd (softmax, reassembly, gate)",
-                     minimum=2 * p * c * e + q * c * e + p * k2 * 4 + q * 4,
-                     requested=2 * p * c * e + q * c * e * de_halo + (p * k2 * 4 + q * SECTOR) * splits,
-                     note=f"de halo x{de_halo:.2f} ({k2} L1 requests per de element); logits and gate "
-                          f"read by each of {splits} channel splits"))
+    reassembly = dict(kernel="reassemble_fwd (softmax, reassembly, gate)", minimum=2 * p * c * e + q * c * e
+                      + p * k2 * 4 + q * 4)
+    dot = reassemble.dot_tile(x, k, s)  # the tensor-core kernel: half inputs, and float32 in TF32 (the default)
+    if dot is not None and case.dtype != "float64":
+        programs = b * -(-h * s // dot["DY"]) * -(-w * s // dot["TXO"])
+        reassembly.update(requested=2 * p * c * e + programs * c * k * dot["Q"] * e + p * k2 * 4 + q * SECTOR,
+                          note=f"de: {k} slabs of {dot['Q']} columns per {dot['DY']} x {dot['TXO']} output pixels "
+                               f"(x{programs * k * dot['Q'] / q:.2f} of de, "
+                               "neighbouring programs' rows from L2); logits and gate read once")
+    else:
+        tile = reassemble.tile_config(x, c, k, s, target)
+        splits, _ = reassemble.channel_splits(c, tile["BLOCK_C"])
+        de_halo = _halo(tile["TQ"] // tile["TX"], tile["TX"], r)
+        reassembly.update(requested=2 * p * c * e + q * c * e * de_halo + (p * k2 * 4 + q * SECTOR) * splits,
+                          note=f"de halo x{de_halo:.2f} ({k2} L1 requests per de element); logits and gate "
+                               f"read by each of {splits} channel splits")
+    rows.append(reassembly)
     return rows
 
 

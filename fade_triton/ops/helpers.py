@@ -130,11 +130,13 @@ class LaunchPlan(NamedTuple):
         usual size, ``rows`` then ``slice(None)``).
     args: the scalar arguments after the tensors (sizes, strides), in the kernel's order.
     meta: the keyword arguments (constexpr flags and tiles, ``num_warps``, ``num_stages``).
+    kernel: the kernel to launch where a launcher chooses between two (None: the launcher's own).
     """
 
     grids: tuple
     args: tuple
     meta: dict
+    kernel: object = None
 
 
 def cached_plan(build):
@@ -180,8 +182,8 @@ def slot_plan(slot, build) -> LaunchPlan:
 def launch(kernel, plan: LaunchPlan, tensors: tuple, batched: tuple) -> None:
     """``kernel[grid](*tensors, *plan.args, **plan.meta)`` for each launch of ``plan``; on a split
     batch the tensors flagged in ``batched`` (those with a batch axis) are passed as that slice's
-    views (``batch_view``)."""
-    run = wrap_kernel(kernel)
+    views (``batch_view``). ``plan.kernel``, where set, is launched instead of ``kernel``."""
+    run = wrap_kernel(plan.kernel or kernel)
     for rows, grid in plan.grids:
         views = tensors if rows == slice(None) else tuple(batch_view(t, rows) if sliced else t
                                                           for t, sliced in zip(tensors, batched))

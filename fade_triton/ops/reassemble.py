@@ -1,7 +1,11 @@
 """CARAFE reassembly in Triton, forward: ``out = sum_k m_k * x_k``, with FADE's softmax of the
 logits and its gate blend fused in when asked. The backward kernels are in ``reassemble_bwd.py``.
 
-All reassembly kernels share one tiling (``window.reassembly_program``): a program owns a tile of
+The forward has two kernels: ``reassemble_fwd_dot_kernel`` (``reassemble_dot.py``: band-matrix
+products on tensor cores, for half inputs and TF32 float32 at s >= 2) and, for the rest (float32
+IEEE, float64, s = 1), ``reassemble_fwd_kernel`` here; ``reassemble_fwd`` picks one per call
+signature. ``reassemble_fwd_kernel`` and the backward kernels share one tiling
+(``window.reassembly_program``): a program owns a tile of
 TQ *low-resolution* pixels (TQ // TX rows x TX columns) of one image (and one mask group) and
 loops over channel blocks. Each low-resolution pixel's s*s output pixels ("phases") live in the
 same thread, so every gathered value serves all the output pixels that need it inside the program,
@@ -15,7 +19,7 @@ stores of ``en``/``out`` step by s along a row: each request fetches whole secto
 other phases of the same program use the rest (from L1). Bytes each launch requests against its
 minimum: ``python -m bench.tools.traffic``.
 
-Names read forward to backward: ``reassemble_fwd_kernel`` -> ``reassemble_fwd``;
+Names read forward to backward: ``reassemble_fwd_kernel`` / ``reassemble_fwd_dot_kernel`` -> ``reassemble_fwd``;
 ``reassemble_bwd_kernel`` + ``reassemble_bwd_feat_kernel`` -> ``reassemble_bwd``.
 """
 from __future__ import annotations
@@ -24,8 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, launch, next_pow2,
-                      slot_plan, spec, strides, target_of)
+from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, dot_precision, launch,
+                      next_pow2, slot_plan, spec, strides, target_of)
+from .reassemble_dot import dot_tile, reassemble_fwd_dot_kernel, reassemble_fwd_dot_plan
 from .window import channel_block, load_tap, pass_masks, phase, reassembly_program, sigmoid_gate
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
@@ -151,24 +156,39 @@ def check_fusion(softmax: bool, gate, group_size: int) -> None:
         raise ValueError("the fused softmax / gate supports group_size == 1 only (FADE); carafe takes groups")
 
 
-def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, softmax, slot=None):
-    """Launch ``reassemble_fwd_kernel`` into ``out`` (B, C, OH, OW). ``gate``: (B, H, W) gate
+def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, softmax, slot=None, kernel="auto"):
+    """Launch the reassembly forward into ``out`` (B, C, OH, OW). ``gate``: (B, H, W) gate
     logits or None; ``en`` required with a gate. Softmax or gate need group_size == 1.
-    ``slot``: where the calling operator keeps this launch's plan (``helpers.slot_plan``), or None."""
+    ``slot``: where the calling operator keeps this launch's plan (``helpers.slot_plan``), or None.
+    ``kernel``: "dot" (``reassemble_dot.reassemble_fwd_dot_kernel``, tensor cores), "fma"
+    (``reassemble_fwd_kernel``), or "auto": "dot" for half inputs, and for float32 where its dots
+    run in TF32 (``helpers.dot_precision``), at s >= 2; else "fma"."""
     check_fusion(softmax, gate, group_size)
     if out.numel() == 0:
         return out
     plan = slot_plan(slot, lambda: reassemble_fwd_plan(spec(x), masks.stride(), gate is not None, strides(gate, 3),
                                                        strides(en), out.shape, out.stride(), kernel_size, group_size,
-                                                       scale, softmax, target_of(x)))
+                                                       scale, softmax, target_of(x), kernel))
     launch(reassemble_fwd_kernel, plan, (x, masks, gate, en, out), (True,) * 5)
     return out
 
 
 @cached_plan
 def reassemble_fwd_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides, kernel_size, group_size,
-                        scale, softmax, target) -> LaunchPlan:
-    """``reassemble_fwd``'s launches for one signature (``x`` a ``Spec``; ``gated``: a gate is given)."""
+                        scale, softmax, target, kernel="auto") -> LaunchPlan:
+    """``reassemble_fwd``'s launches for one signature (``x`` a ``Spec``; ``gated``: a gate is
+    given; ``kernel``: as ``reassemble_fwd``'s)."""
+    precision = dot_precision(x.dtype, target)
+    tile = dot_tile(x, kernel_size, scale)
+    if kernel == "auto":
+        kernel = "dot" if tile is not None and (x.dtype in (torch.float16, torch.bfloat16) or precision == "tf32") \
+            else "fma"
+    if kernel == "dot":
+        if tile is None:
+            raise ValueError(f"the dot reassembly needs scale >= 2 and a narrower band (K={kernel_size}, s={scale})")
+        plan = reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides,
+                                       kernel_size, group_size, scale, softmax, precision, tile)
+        return plan._replace(kernel=reassemble_fwd_dot_kernel)
     b, c, h, w = x.shape
     cfg = tile_config(x, c // group_size, kernel_size, scale, target)
     splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])

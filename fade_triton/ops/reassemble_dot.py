@@ -1,0 +1,192 @@
+"""CARAFE reassembly forward on tensor cores: ``reassemble_fwd_dot_kernel``, chosen by
+``reassemble.reassemble_fwd`` for half inputs (and float32 where TF32 is allowed) at s >= 2.
+
+The reassembly of one output row is a product with a band matrix. Output pixel (oy, ox) sums
+``m_k * x[oy // s + i - R, ox // s + j - R]`` over the K*K taps k = i*K + j. For tap row i, the
+pixels of a tile of TXO output columns read the low-resolution row ``y_i = oy // s + i - R`` at
+the Q columns ``col0 .. col0 + Q - 1`` (col0 = ox0 // s - APAD), so their sum over j is
+``M_i @ X_i``, with ``X_i`` the (Q, channels) slab of row y_i and ``M_i`` the (pixels, Q) matrix
+holding each pixel's K masks of tap row i on its band (``M_i[p, q] = m_{iK+j}[p]`` where
+``q = rel[p] + j``, zero elsewhere). A program owns DY output rows of one low-resolution row
+(DY divides s; they read the same x rows) x TXO output columns = ROWS = 64 pixels:
+
+    out[ROWS, C] = sum_i M_i[ROWS, Q] @ X_i[Q, C]
+
+The K matrices (masks softmax-normalised, in x's dtype) are built once per program from the
+logits, in registers, and serve every channel block; the channel loop is K loads of a (Q,
+BLOCK_C) slab and K dots into one fp32 accumulator, then the gate blend and one store. A mask
+register array per pixel (``reassemble_fwd_kernel``'s 100 fp32 values a thread) does not exist.
+Where the band leaves most of Q empty the dots do up to Q/K times the useful multiply-adds, on
+units that run them an order of magnitude faster than the FMA pipe.
+
+The band matrices come from one (pixels, K2P) tile of each pixel's masks, softmax-normalised in
+registers, with ``tl.gather`` along the taps (no layout conversion or memory round trip per tap).
+Choices checked in the compile report and the speed model (bench.tools.sass_model, sm_90, bf16
+headline): 64 channels a step, two stages of slabs for 2-byte x (one for float32, whose second
+stage halves the programs per SM), 4 warps.
+
+Precision: the masks are rounded to x's dtype for the dot (bf16: 8 bits; they lie in [0, 1]),
+accumulation is fp32 (fp64 for fp64), as SPEC.md asks; float32 runs its dots in TF32 only where
+PyTorch's convolutions would (``helpers.dot_precision``), otherwise the FMA kernel runs.
+
+One difference from a per-tap sum: a slab holds the x columns of all the tile's pixels, and a
+pixel's zero band entries multiply the others' columns too, so a non-finite x value (inf, NaN)
+turns the outputs of its whole tile row (TXO columns) NaN, not only those whose window holds it.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .helpers import LaunchPlan, batch_grids, cdiv, channel_fast, check_grid_axis1, next_pow2
+
+ROWS = 64  # output pixels a program owns (DY rows x TXO columns): one warpgroup's dot rows
+MATRIX_BUDGET = 64 * 5 * 32  # elements of the K band matrices a program holds (K=5, Q=32 at s=2)
+
+
+@triton.jit
+def reassemble_fwd_dot_kernel(
+    x_ptr, m_ptr, gate_ptr, en_ptr, out_ptr,
+    C_GROUP, GROUPS, H, W, OH, OW, SPLITS, C_SPLIT,
+    stride_xb, stride_xc, stride_xh, stride_xw,
+    stride_mb, stride_mc, stride_mh, stride_mw,
+    stride_gb, stride_gh, stride_gw,
+    stride_eb, stride_ec, stride_eh, stride_ew,
+    stride_ob, stride_oc, stride_oh, stride_ow,
+    K: tl.constexpr, S: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr, ACC_FP64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, DY: tl.constexpr, TXO: tl.constexpr, Q: tl.constexpr, APAD: tl.constexpr,
+    BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr, K2P: tl.constexpr,
+):
+    """The function of ``reassemble.reassemble_fwd_kernel`` (same tensors, strides and flags).
+
+    C_GROUP, GROUPS: channels per mask group, groups. H, W: x's size; OH, OW: out's. SPLITS,
+    C_SPLIT: programs per pixel tile along the channels and the channels each takes. K, S: kernel
+    size and scale. SOFTMAX: the masks are logits (softmax over the K*K taps). GATE: out =
+    G*en + (1-G)*out, G = sigmoid(gate[b, oy // S, ox // S]). ACC_FP64: fp64 inputs (fp64
+    accumulation). INPUT_PRECISION: tl.dot's ("tf32" / "ieee"; float32 only). DY, TXO: the
+    program's output rows (DY divides S) and columns, DY*TXO pixels. Q: columns of x a tile row
+    reads (a power of two >= TXO/S + K - 1 + APAD - K//2). APAD: col0 = ox0 // S - APAD (>= K//2;
+    a multiple of the vector width along x's rows, so NCHW slabs load as aligned vectors).
+    BLOCK_C: channels a step. EVEN_C: BLOCK_C divides C_SPLIT and C_GROUP (no channel mask). K2P:
+    next_pow2(K*K).
+    Grid: (SPLITS * cdiv(OW, TXO), cdiv(OH, DY), B * GROUPS).
+    """
+    R: tl.constexpr = K // 2
+    K2: tl.constexpr = K * K
+    RW: tl.constexpr = DY * TXO
+    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    split = tl.program_id(0) % SPLITS
+    ox0 = (tl.program_id(0) // SPLITS) * TXO
+    oy0 = tl.program_id(1) * DY
+    b = (tl.program_id(2) // GROUPS).to(tl.int64)
+    g = tl.program_id(2) % GROUPS
+    ly = oy0 // S
+    col0 = ox0 // S - APAD
+
+    # the program's pixels (RW,): DY rows of TXO columns
+    r = tl.arange(0, RW)
+    oy = oy0 + r // TXO
+    ox = ox0 + r % TXO
+    pix_ok = (oy < OH) & (ox < OW)
+    rel = ox // S - ox0 // S + (APAD - R)  # column in the slab of tap j = 0
+
+    # the (RW, K2P) tile of each pixel's K2 masks (softmax-normalised), then the K band matrices
+    # (RW, Q) in x's dtype, gathered from it along the taps (tl.gather: no memory round trip)
+    pix_off = (oy.to(tl.int64) * stride_mh + ox.to(tl.int64) * stride_mw)[:, None]
+    k = tl.arange(0, K2P)
+    tap_ok = (k < K2)[None, :]
+    masks = tl.load(m_ptr + b * stride_mb + (g * K2).to(tl.int64) * stride_mc + pix_off
+                    + k.to(tl.int64)[None, :] * stride_mc, mask=pix_ok[:, None] & tap_ok, other=0.0).to(ACC)
+    if SOFTMAX:
+        masks = tl.where(tap_ok, masks, float("-inf"))
+        mx = tl.max(masks, axis=1)
+        masks = tl.exp(masks - mx[:, None])
+        masks = masks * (1.0 / tl.sum(masks, axis=1))[:, None]
+    q = tl.arange(0, Q)
+    band = q[None, :] - rel[:, None]  # tap j of a row sits where band == j
+    on_band = (band >= 0) & (band < K)
+    tap = tl.where(on_band, band, 0)
+    mats = ()
+    for i in tl.static_range(K):
+        mat = tl.gather(masks, tap + i * K, axis=1)
+        mats = mats + (tl.where(on_band, mat, 0.0).to(x_ptr.dtype.element_ty),)
+
+    if GATE:
+        gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + (ox // S).to(tl.int64) * stride_gw,
+                     mask=pix_ok, other=0.0).to(ACC)
+        gate = 1.0 / (1.0 + tl.exp(-gl))
+
+    col = col0 + q
+    col_ok = (col >= 0) & (col < W)
+    zero_q = tl.zeros((Q,), tl.int32)
+    x_base = x_ptr + b * stride_xb + (col.to(tl.int64) * stride_xw)[:, None] + (ly - R).to(tl.int64) * stride_xh
+    out_off = (oy.to(tl.int64) * stride_oh + ox.to(tl.int64) * stride_ow)[:, None]
+    en_off = (oy.to(tl.int64) * stride_eh + ox.to(tl.int64) * stride_ew)[:, None]
+    c_start = split * C_SPLIT
+    for c0 in range(c_start, tl.minimum(c_start + C_SPLIT, C_GROUP), BLOCK_C):
+        cg = c0 + tl.arange(0, BLOCK_C)
+        c = (g * C_GROUP + cg).to(tl.int64)[None, :]
+        if EVEN_C:
+            c_ok = cg >= 0  # all true: no channel predicate
+        else:
+            c_ok = cg < C_GROUP
+        x_ptrs = x_base + c * stride_xc
+        acc = tl.zeros((RW, BLOCK_C), ACC)
+        for i in tl.static_range(K):
+            y = zero_q + (ly + (i - R))  # a (Q,) vector: a scalar & a tensor mask is an int in Triton's interpreter
+            slab = tl.load(x_ptrs, mask=(col_ok & (y >= 0) & (y < H))[:, None] & c_ok[None, :], other=0.0)
+            acc = tl.dot(mats[i], slab, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+            x_ptrs += stride_xh
+        io = pix_ok[:, None] & c_ok[None, :]
+        if GATE:
+            en_v = tl.load(en_ptr + b * stride_eb + c * stride_ec + en_off, mask=io, other=0.0).to(ACC)
+            acc += gate[:, None] * (en_v - acc)
+        tl.store(out_ptr + b * stride_ob + c * stride_oc + out_off, acc.to(out_ptr.dtype.element_ty), mask=io)
+
+
+def dot_tile(x, kernel_size: int, scale: int) -> dict | None:
+    """The dot kernel's tile for ``x`` (a tensor or ``helpers.Spec``), K and s, or None where it
+    does not apply (s = 1, or a band too wide for the register budget): DY the largest power of
+    two dividing s with DY <= ROWS / 8, TXO = ROWS / DY, Q the slab width, APAD the alignment
+    pad (a multiple of the 16-byte vector along x's rows for pixel-fast x)."""
+    if scale < 2:
+        return None
+    r = kernel_size // 2
+    vec = 1 if channel_fast(x) else max(1, 16 // x.element_size())
+    apad = cdiv(r, vec) * vec
+    dy = 1
+    while scale % (2 * dy) == 0 and 2 * dy <= ROWS // 8:
+        dy *= 2
+    txo = ROWS // dy
+    span = (txo - 1 + scale - 1) // scale  # the most low-resolution columns past a tile's first
+    q = next_pow2(span + kernel_size + apad - r, 16)
+    if kernel_size * ROWS * q > 2 * MATRIX_BUDGET:
+        return None
+    return dict(DY=dy, TXO=txo, Q=q, APAD=apad)
+
+
+def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides, kernel_size,
+                            group_size, scale, softmax, precision, tile: dict) -> LaunchPlan:
+    """``reassemble_fwd_dot_kernel``'s launches (``x`` a ``Spec``; ``tile`` from ``dot_tile``)."""
+    b, c, h, w = x.shape
+    c_group = c // group_size
+    block_c = min(64, next_pow2(c_group, 16))
+    oh, ow = out_shape[2], out_shape[3]
+    col_tiles, row_tiles = cdiv(ow, tile["TXO"]), cdiv(oh, tile["DY"])
+    check_grid_axis1(row_tiles, "reassembly (output rows: the height is too large)")
+    # channel splits only where the pixel tiles alone leave an H100's 132 SMs short of 4 programs
+    # each (each split rebuilds the band matrices); none for symbolic sizes (no guard on them)
+    steps, tiles = cdiv(c_group, block_c), col_tiles * row_tiles * b * group_size
+    splits = max(1, min(steps, cdiv(4 * 132, tiles))) if isinstance(tiles, int) else 1
+    per = cdiv(steps, splits) * block_c
+    splits = cdiv(c_group, per)
+    args = (c_group, group_size, h, w, oh, ow, splits, per, *x.stride(), *m_strides, *gate_strides, *en_strides,
+            *out_strides)
+    meta = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
+                INPUT_PRECISION=precision, BLOCK_C=block_c, K2P=next_pow2(kernel_size ** 2),
+                EVEN_C=c_group % block_c == 0, **tile,
+                # two stages of slabs for 2-byte x; float32's would halve the programs per SM
+                num_warps=4, num_stages=2 if x.element_size() <= 2 else 1)
+    return LaunchPlan(batch_grids(b, group_size, "reassembly (mask groups)", (splits * col_tiles, row_tiles)), args,
+                      meta)
