@@ -390,3 +390,51 @@ def test_wrap_kernel_is_wrap_triton_without_its_imports():
     assert wrap_kernel(kernel) is not kernel
     with set_wrap_triton_enabled(False):
         assert wrap_kernel(kernel) is kernel is wrap_triton(kernel)
+
+
+# The tensor-core mask gradient (ops/reassemble_dot.py), forced where "auto" would pick the FMA
+# kernel (float64, and float32 under the interpreter): (b, c, h, w, s, k, groups, crop, layout).
+# C=70: a channel remainder; groups > 1: CARAFE (masks as given); crop: an output smaller than s x x.
+DOT_BWD_CASES = [(2, 70, 5, 7, 2, 5, 1, 0, "nchw"), (1, 24, 6, 9, 2, 3, 1, 1, "channels_last"),
+                 (1, 16, 3, 4, 4, 7, 1, 2, "nchw"), (1, 24, 4, 5, 2, 3, 2, 0, "channels_last")]
+DOT_BWD_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
+@pytest.mark.parametrize("case", DOT_BWD_CASES, ids=lambda c: "b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*c))
+def test_dot_mask_gradient_kernel(case, dtype, poisoned):
+    """``reassemble_bwd(kernel="dot")`` against float64 autograd of the reference: the logit (mask)
+    gradient, the log-sum-exp, the phase-summed logit gradient and the gate-logit gradient in
+    ``dlo``, and the feature gradient (its kernel reads the log-sum-exp)."""
+    import torch.nn.functional as F
+
+    from fade_triton.ops.reassemble_bwd import reassemble_bwd
+
+    b, c, h, w, s, k, groups, crop, layout = case
+    oh, ow, k2 = h * s - crop, w * s - crop, k * k
+    fade = groups == 1
+    x, en, dout = torch.randn(b, c, h, w), torch.randn(b, c, oh, ow), torch.randn(b, c, oh, ow)
+    x, en, dout = (t.to(dtype) for t in (x, en, dout))
+    if layout == "channels_last":
+        x, en, dout = (t.to(memory_format=torch.channels_last) for t in (x, en, dout))
+    masks = torch.randn(b, groups * k2, oh, ow) * 2 if fade else torch.rand(b, groups * k2, oh, ow).to(dtype)
+    gate = torch.randn(b, h, w) if fade else None
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    dx, dm = torch.empty_like(x), torch.empty(b, groups * k2, oh, ow, dtype=acc)
+    lo = torch.empty(b, h, w, 32 if k2 < 32 else 64, dtype=acc)  # as semi_shift_lo's buffer
+    dlo = lo.permute(0, 3, 1, 2)[:, :k2 + 1] if fade else None
+    reassemble_bwd(dout, x, masks, gate, en if fade else None, dx, dm, dlo, k, groups, s, fade, kernel="dot")
+
+    xr, mr = x.double().requires_grad_(), masks.double().requires_grad_()
+    if fade:
+        gr = gate.double()[:, None].requires_grad_()
+        g = torch.sigmoid(ref.up(gr, s))[..., :oh, :ow]
+        out = g * en.double() + (1 - g) * ref.reassemble(xr, torch.softmax(mr, 1), k, s)
+        out.backward(dout.double())
+        phase_sum = F.pad(mr.grad, (0, w * s - ow, 0, h * s - oh)).unflatten(2, (h, s)).unflatten(4, (w, s)).sum((3, 5))
+        assert_close_rel(dlo[:, :k2], phase_sum, DOT_BWD_TOL[dtype])
+        assert_close_rel(dlo[:, k2], gr.grad[:, 0], DOT_BWD_TOL[dtype])
+    else:
+        ref.reassemble(xr, mr, k, s, groups).backward(dout.double())
+    assert_close_rel(dm, mr.grad, DOT_BWD_TOL[dtype])
+    assert_close_rel(dx, xr.grad, DOT_BWD_TOL[dtype])

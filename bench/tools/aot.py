@@ -61,6 +61,7 @@ BOUNDED_ARGS = {
     "unfold_weight_grad_kernel": {"C", "E", "K2", "stride_wk_k", "stride_wk_e", "stride_wk_t"},
     "reassemble_fwd_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R"},
     "reassemble_fwd_dot_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT"},
+    "reassemble_bwd_dot_kernel": {"C_GROUP", "GROUPS"},
     "reassemble_bwd_kernel": {"C_GROUP", "GROUPS", "R"},
     "reassemble_bwd_feat_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R", "stride_dh", "stride_dw", "stride_mc"},
 }

@@ -173,6 +173,13 @@ def reassemble_fwd(x, masks, gate, en, out, kernel_size, group_size, scale, soft
     return out
 
 
+def dot_kernel_applies(x, kernel_size: int, scale: int, precision: str) -> bool:
+    """``kernel="auto"``'s rule: the tensor-core kernels for half inputs, and for float32 where
+    its dots run in TF32, where their tile applies (s >= 2, K > 1); the FMA kernels otherwise."""
+    return (kernel_size > 1 and dot_tile(x, kernel_size, scale) is not None
+            and (x.dtype in (torch.float16, torch.bfloat16) or precision == "tf32"))
+
+
 @cached_plan
 def reassemble_fwd_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides, kernel_size, group_size,
                         scale, softmax, target, kernel="auto") -> LaunchPlan:
@@ -181,8 +188,7 @@ def reassemble_fwd_plan(x, m_strides, gated, gate_strides, en_strides, out_shape
     precision = dot_precision(x.dtype, target)
     tile = dot_tile(x, kernel_size, scale)
     if kernel == "auto":
-        kernel = "dot" if tile is not None and (x.dtype in (torch.float16, torch.bfloat16) or precision == "tf32") \
-            else "fma"
+        kernel = "dot" if dot_kernel_applies(x, kernel_size, scale, precision) else "fma"
     if kernel == "dot":
         if tile is None:
             raise ValueError(f"the dot reassembly needs scale >= 2 and a narrower band (K={kernel_size}, s={scale})")

@@ -2,7 +2,9 @@
 
 - ``reassemble_bwd_kernel``: the logit (or mask) gradient with the softmax and gate backward
   fused, the gate-logit gradient, the sum of the logit gradient over each pixel's s*s phases (the
-  low-resolution branch's gradient) and the log-sum-exp.
+  low-resolution branch's gradient) and the log-sum-exp. For half inputs and TF32 float32 at s a
+  power of two up to 8, ``reassemble_dot.reassemble_bwd_dot_kernel`` computes the same on
+  tensor cores (``reassemble_bwd``'s ``kernel`` argument).
 - ``reassemble_bwd_feat_kernel``: the gradient of x, a gather (each program owns its
   low-resolution pixels: no atomics, bitwise deterministic).
 """
@@ -12,8 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .helpers import LaunchPlan, accumulator_dtype, cached_plan, launch, slot_plan, spec, strides, target_of
-from .reassemble import channel_splits, check_fusion, reassembly_grids, tile_config
+from .helpers import (LaunchPlan, accumulator_dtype, cached_plan, dot_precision, launch, slot_plan, spec, strides,
+                      target_of)
+from .reassemble import channel_splits, check_fusion, dot_kernel_applies, reassembly_grids, tile_config
+from .reassemble_dot import dot_tile, reassemble_bwd_dot_plan
 from .window import channel_block, load_tap, lowres_tile, pass_masks, phase, reassembly_program, sigmoid_gate, window_step
 
 
@@ -189,11 +193,14 @@ def reassemble_bwd_feat_kernel(
             tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=io)
 
 
-def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group_size, scale, softmax, slot=None):
+def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group_size, scale, softmax, slot=None,
+                   kernel="auto"):
     """Launch both backward kernels. Writes ``dx`` (B, C, H, W), ``dmasks`` (B, G*K2, OH, OW)
     contiguous fp32 and, with softmax (FADE), ``dlo`` (B, KP, H, W) view: the summed logit
     gradient and (with a gate) the gate-logit gradient at channel K2. ``slot``: where the calling
-    operator keeps these launches' plans (``helpers.slot_plan``), or None."""
+    operator keeps these launches' plans (``helpers.slot_plan``), or None. ``kernel``: the mask
+    gradient's, "dot" (``reassemble_dot.reassemble_bwd_dot_kernel``), "fma" or "auto" (as
+    ``reassemble.reassemble_fwd`` chooses, where the dot kernel's tile applies)."""
     check_fusion(softmax, gate, group_size)
     if dx.numel() == 0 or dmasks.numel() == 0:
         dx.zero_()
@@ -201,7 +208,7 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
         return
     mask_plan, feat_plan = slot_plan(slot, lambda: reassemble_bwd_plans(
         spec(x), masks.stride(), gate is not None, strides(gate, 3), strides(en), dout.stride(), strides(dlo), spec(dx),
-        dmasks.shape, kernel_size, group_size, scale, softmax, target_of(x)))
+        dmasks.shape, kernel_size, group_size, scale, softmax, target_of(x), kernel))
     b, _, oh, ow = dmasks.shape
     lse = torch.empty((b, oh, ow), dtype=accumulator_dtype(x.dtype), device=x.device) if softmax else None
     launch(reassemble_bwd_kernel, mask_plan, (x, masks, gate, en, dout, dmasks, dlo, lse), (True,) * 8)
@@ -210,9 +217,10 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
 
 @cached_plan
 def reassemble_bwd_plans(x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides, dx, dmasks_shape,
-                         kernel_size, group_size, scale, softmax, target) -> tuple[LaunchPlan, LaunchPlan]:
+                         kernel_size, group_size, scale, softmax, target, kernel="auto") -> tuple[LaunchPlan, LaunchPlan]:
     """``reassemble_bwd``'s launches for one signature, (mask gradient, feature gradient): ``x``
-    and ``dx`` ``Spec``s, the other tensors by their strides (``gated``: a gate is given)."""
+    and ``dx`` ``Spec``s, the other tensors by their strides (``gated``: a gate is given;
+    ``kernel``: as ``reassemble_bwd``'s)."""
     k2g = kernel_size * kernel_size * group_size
     if k2g * abs(m_strides[1]) >= 2**31:
         # the feature gradient reads mask channel k at k * stride in 32 bits (64-bit products spill
@@ -237,4 +245,15 @@ def reassemble_bwd_plans(x, m_strides, gated, gate_strides, en_strides, dout_str
     feat_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, feat_cfg, splits),
                            (*sizes, splits, per, *m_strides, *gate_strides, *dout_strides, *dx.stride()),
                            dict(flags, **feat_cfg))
+    precision = dot_precision(x.dtype, target)
+    if kernel == "dot" or (kernel == "auto" and dot_kernel_applies(x, kernel_size, scale, precision)):
+        tile = dot_tile(x, kernel_size, scale)
+        dot_plan = tile and kernel_size > 1 and reassemble_bwd_dot_plan(
+            x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides, dmasks_shape, kernel_size,
+            group_size, scale, softmax, precision, tile, target.arch)
+        if dot_plan:
+            mask_plan = dot_plan
+        elif kernel == "dot":
+            raise ValueError(f"the dot reassembly backward needs K > 1 and s a power of two up to 8 "
+                             f"(K={kernel_size}, s={scale})")
     return mask_plan, feat_plan

@@ -1,5 +1,7 @@
-"""CARAFE reassembly forward on tensor cores: ``reassemble_fwd_dot_kernel``, chosen by
-``reassemble.reassemble_fwd`` for half inputs (and float32 where TF32 is allowed) at s >= 2.
+"""CARAFE reassembly on tensor cores: the forward, ``reassemble_fwd_dot_kernel``, and the mask
+(logit) gradient, ``reassemble_bwd_dot_kernel``, chosen by ``reassemble.reassemble_fwd`` and
+``reassemble_bwd.reassemble_bwd`` for half inputs (and float32 where TF32 is allowed) at s >= 2
+(the backward: s a power of two up to 8). The feature gradient keeps its FMA kernel.
 
 The reassembly of one output row is a product with a band matrix. Output pixel (oy, ox) sums
 ``m_k * x[oy // s + i - R, ox // s + j - R]`` over the K*K taps k = i*K + j. For tap row i, the
@@ -29,9 +31,14 @@ Precision: the masks are rounded to x's dtype for the dot (bf16: 8 bits; they li
 accumulation is fp32 (fp64 for fp64), as SPEC.md asks; float32 runs its dots in TF32 only where
 PyTorch's convolutions would (``helpers.dot_precision``), otherwise the FMA kernel runs.
 
-One difference from a per-tap sum: a slab holds the x columns of all the tile's pixels, and a
-pixel's zero band entries multiply the others' columns too, so a non-finite x value (inf, NaN)
-turns the outputs of its whole tile row (TXO columns) NaN, not only those whose window holds it.
+The mask gradient is the same product transposed: ``D_i = dout @ X_i^T`` (pixels x Q) accumulates
+over the channel steps in K fp32 accumulators, and each pixel's K2 values are gathered from its
+band columns once at the end (``reassemble_bwd_dot_kernel``).
+
+One difference from a per-tap sum, in the forward only: a slab holds the x columns of all the
+tile's pixels, and a pixel's zero band entries multiply the others' columns too, so a non-finite
+x value (inf, NaN) turns the outputs of its whole tile row (TXO columns) NaN, not only those
+whose window holds it. (The mask gradient reads each pixel's own band columns of D only.)
 """
 from __future__ import annotations
 
@@ -43,6 +50,79 @@ from .helpers import LaunchPlan, batch_grids, cdiv, channel_fast, check_grid_axi
 
 ROWS = 64  # output pixels a program owns (DY rows x TXO columns): one warpgroup's dot rows
 MATRIX_BUDGET = 64 * 5 * 32  # elements of the K band matrices a program holds (K=5, Q=32 at s=2)
+
+
+@triton.jit
+def band_program(OH, OW, SPLITS, GROUPS, K: tl.constexpr, S: tl.constexpr, DY: tl.constexpr, TXO: tl.constexpr,
+                 APAD: tl.constexpr):
+    """What a dot-reassembly program owns: its channel split, batch b, group g, low-resolution row
+    ly, the slab's first column col0, and its DY*TXO pixels (rows, columns, in-image mask) with
+    ``rel``, each pixel's slab column of tap column j = 0."""
+    split = tl.program_id(0) % SPLITS
+    ox0 = (tl.program_id(0) // SPLITS) * TXO
+    oy0 = tl.program_id(1) * DY
+    b = (tl.program_id(2) // GROUPS).to(tl.int64)
+    g = tl.program_id(2) % GROUPS
+    r = tl.arange(0, DY * TXO)
+    oy = oy0 + r // TXO
+    ox = ox0 + r % TXO
+    rel = ox // S - ox0 // S + (APAD - K // 2)
+    return split, b, g, oy0 // S, ox0 // S - APAD, oy, ox, (oy < OH) & (ox < OW), rel
+
+
+@triton.jit
+def pixel_masks(m_ptr, b, g, oy, ox, pix_ok, stride_mb, stride_mc, stride_mh, stride_mw, K2: tl.constexpr,
+                K2P: tl.constexpr, SOFTMAX: tl.constexpr, ACC: tl.constexpr):
+    """The (pixels, K2P) tile of each pixel's K2 masks in ACC (zero past K2): softmax-normalised
+    logits with SOFTMAX, else the masks as stored; and the log-sum-exp per pixel (SOFTMAX)."""
+    k = tl.arange(0, K2P)
+    tap_ok = (k < K2)[None, :]
+    pix_off = (oy.to(tl.int64) * stride_mh + ox.to(tl.int64) * stride_mw)[:, None]
+    masks = tl.load(m_ptr + b * stride_mb + (g * K2).to(tl.int64) * stride_mc + pix_off
+                    + k.to(tl.int64)[None, :] * stride_mc, mask=pix_ok[:, None] & tap_ok, other=0.0).to(ACC)
+    if SOFTMAX:
+        masks = tl.where(tap_ok, masks, float("-inf"))
+        mx = tl.max(masks, axis=1)
+        masks = tl.exp(masks - mx[:, None])
+        den = tl.sum(masks, axis=1)
+        masks = masks * (1.0 / den)[:, None]
+        lse = mx + tl.log(den)
+    else:
+        lse = tl.zeros_like(oy).to(ACC)  # not used
+    return masks, lse
+
+
+@triton.jit
+def slab_load(x_ptrs, col_ok, y, H, c_ok):
+    """A (Q, BLOCK_C) slab of x at row y (zero outside the image); ``y`` a (Q,) vector (a scalar &
+    a tensor mask is an int in Triton's interpreter)."""
+    return tl.load(x_ptrs, mask=(col_ok & (y >= 0) & (y < H))[:, None] & c_ok[None, :], other=0.0)
+
+
+@triton.jit
+def slab_base(x_ptr, b, ly, col0, W, stride_xb, stride_xh, stride_xw, Q: tl.constexpr, R: tl.constexpr):
+    """The slab of tap row 0: its (Q, 1) pointers at row ly - R (channel 0), the in-image mask of
+    its Q columns, and a (Q,) int zero (``slab_load``'s row vector)."""
+    col = col0 + tl.arange(0, Q)
+    x_base = x_ptr + b * stride_xb + (col.to(tl.int64) * stride_xw)[:, None] + (ly - R).to(tl.int64) * stride_xh
+    return x_base, (col >= 0) & (col < W), tl.zeros((Q,), tl.int32)
+
+
+@triton.jit
+def dot_channels(c0, g, C_GROUP, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr):
+    """Channels c0 .. c0 + BLOCK_C - 1 of group g: the in-group mask (all true with EVEN_C: no
+    predicate) and the channel indices as an int64 row (1, BLOCK_C)."""
+    cg = c0 + tl.arange(0, BLOCK_C)
+    c_ok = (cg >= 0) if EVEN_C else (cg < C_GROUP)
+    return c_ok, (g * C_GROUP + cg).to(tl.int64)[None, :]
+
+
+@triton.jit
+def lowres_gate(gate_ptr, b, ly, ox, pix_ok, stride_gb, stride_gh, stride_gw, S: tl.constexpr, ACC: tl.constexpr):
+    """sigmoid of each pixel's gate logit gate[b, ly, ox // S], in ACC."""
+    gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + (ox // S).to(tl.int64) * stride_gw,
+                 mask=pix_ok, other=0.0).to(ACC)
+    return 1.0 / (1.0 + tl.exp(-gl))
 
 
 @triton.jit
@@ -76,33 +156,12 @@ def reassemble_fwd_dot_kernel(
     K2: tl.constexpr = K * K
     RW: tl.constexpr = DY * TXO
     ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    split = tl.program_id(0) % SPLITS
-    ox0 = (tl.program_id(0) // SPLITS) * TXO
-    oy0 = tl.program_id(1) * DY
-    b = (tl.program_id(2) // GROUPS).to(tl.int64)
-    g = tl.program_id(2) % GROUPS
-    ly = oy0 // S
-    col0 = ox0 // S - APAD
-
-    # the program's pixels (RW,): DY rows of TXO columns
-    r = tl.arange(0, RW)
-    oy = oy0 + r // TXO
-    ox = ox0 + r % TXO
-    pix_ok = (oy < OH) & (ox < OW)
-    rel = ox // S - ox0 // S + (APAD - R)  # column in the slab of tap j = 0
+    split, b, g, ly, col0, oy, ox, pix_ok, rel = band_program(OH, OW, SPLITS, GROUPS, K, S, DY, TXO, APAD)
 
     # the (RW, K2P) tile of each pixel's K2 masks (softmax-normalised), then the K band matrices
     # (RW, Q) in x's dtype, gathered from it along the taps (tl.gather: no memory round trip)
-    pix_off = (oy.to(tl.int64) * stride_mh + ox.to(tl.int64) * stride_mw)[:, None]
-    k = tl.arange(0, K2P)
-    tap_ok = (k < K2)[None, :]
-    masks = tl.load(m_ptr + b * stride_mb + (g * K2).to(tl.int64) * stride_mc + pix_off
-                    + k.to(tl.int64)[None, :] * stride_mc, mask=pix_ok[:, None] & tap_ok, other=0.0).to(ACC)
-    if SOFTMAX:
-        masks = tl.where(tap_ok, masks, float("-inf"))
-        mx = tl.max(masks, axis=1)
-        masks = tl.exp(masks - mx[:, None])
-        masks = masks * (1.0 / tl.sum(masks, axis=1))[:, None]
+    masks, _ = pixel_masks(m_ptr, b, g, oy, ox, pix_ok, stride_mb, stride_mc, stride_mh, stride_mw, K2, K2P, SOFTMAX,
+                           ACC)
     q = tl.arange(0, Q)
     band = q[None, :] - rel[:, None]  # tap j of a row sits where band == j
     on_band = (band >= 0) & (band < K)
@@ -113,29 +172,18 @@ def reassemble_fwd_dot_kernel(
         mats = mats + (tl.where(on_band, mat, 0.0).to(x_ptr.dtype.element_ty),)
 
     if GATE:
-        gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + (ox // S).to(tl.int64) * stride_gw,
-                     mask=pix_ok, other=0.0).to(ACC)
-        gate = 1.0 / (1.0 + tl.exp(-gl))
+        gate = lowres_gate(gate_ptr, b, ly, ox, pix_ok, stride_gb, stride_gh, stride_gw, S, ACC)
 
-    col = col0 + q
-    col_ok = (col >= 0) & (col < W)
-    zero_q = tl.zeros((Q,), tl.int32)
-    x_base = x_ptr + b * stride_xb + (col.to(tl.int64) * stride_xw)[:, None] + (ly - R).to(tl.int64) * stride_xh
+    x_base, col_ok, zero_q = slab_base(x_ptr, b, ly, col0, W, stride_xb, stride_xh, stride_xw, Q, R)
     out_off = (oy.to(tl.int64) * stride_oh + ox.to(tl.int64) * stride_ow)[:, None]
     en_off = (oy.to(tl.int64) * stride_eh + ox.to(tl.int64) * stride_ew)[:, None]
     c_start = split * C_SPLIT
     for c0 in range(c_start, tl.minimum(c_start + C_SPLIT, C_GROUP), BLOCK_C):
-        cg = c0 + tl.arange(0, BLOCK_C)
-        c = (g * C_GROUP + cg).to(tl.int64)[None, :]
-        if EVEN_C:
-            c_ok = cg >= 0  # all true: no channel predicate
-        else:
-            c_ok = cg < C_GROUP
+        c_ok, c = dot_channels(c0, g, C_GROUP, BLOCK_C, EVEN_C)
         x_ptrs = x_base + c * stride_xc
         acc = tl.zeros((RW, BLOCK_C), ACC)
         for i in tl.static_range(K):
-            y = zero_q + (ly + (i - R))  # a (Q,) vector: a scalar & a tensor mask is an int in Triton's interpreter
-            slab = tl.load(x_ptrs, mask=(col_ok & (y >= 0) & (y < H))[:, None] & c_ok[None, :], other=0.0)
+            slab = slab_load(x_ptrs, col_ok, zero_q + (ly + (i - R)), H, c_ok)
             acc = tl.dot(mats[i], slab, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
             x_ptrs += stride_xh
         io = pix_ok[:, None] & c_ok[None, :]
@@ -143,6 +191,93 @@ def reassemble_fwd_dot_kernel(
             en_v = tl.load(en_ptr + b * stride_eb + c * stride_ec + en_off, mask=io, other=0.0).to(ACC)
             acc += gate[:, None] * (en_v - acc)
         tl.store(out_ptr + b * stride_ob + c * stride_oc + out_off, acc.to(out_ptr.dtype.element_ty), mask=io)
+
+
+@triton.jit
+def reassemble_bwd_dot_kernel(
+    x_ptr, m_ptr, gate_ptr, en_ptr, dout_ptr, dm_ptr, dlo_ptr, lse_ptr,
+    C_GROUP, GROUPS, H, W, OH, OW,
+    stride_xb, stride_xc, stride_xh, stride_xw,
+    stride_mb, stride_mc, stride_mh, stride_mw,
+    stride_gb, stride_gh, stride_gw,
+    stride_eb, stride_ec, stride_eh, stride_ew,
+    stride_db, stride_dc, stride_dh, stride_dw,
+    stride_lob, stride_loc, stride_loh, stride_low,
+    K: tl.constexpr, S: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr, ACC_FP64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, DY: tl.constexpr, TXO: tl.constexpr, Q: tl.constexpr, APAD: tl.constexpr,
+    BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr, K2P: tl.constexpr,
+):
+    """The function of ``reassemble_bwd.reassemble_bwd_kernel`` (same tensors, strides, flags and
+    outputs: the mask or logit gradient, the log-sum-exp, the phase-summed logit gradient and
+    the gate-logit gradient in ``dlo``) on the forward's band matrices, transposed: per tap row i,
+    ``D_i[pixels, Q] = dout[pixels, C] @ X_i[Q, C]^T`` accumulates over the channel steps, and a
+    pixel's D[k] for k = i*K + j is D_i at its band column (``tl.gather``). With GATE, sum_c
+    dout * en per pixel rides along; sum_c dout * u = sum_k m_k D_k needs no second pass.
+
+    Needs DY == S (a program owns each of its low-resolution pixels' S*S phases, whose
+    logit gradients it sums into ``dlo``) and K*K < K2P (the gate column). No channel splits.
+    Other arguments as in ``reassemble_fwd_dot_kernel``. Grid: (cdiv(OW, TXO), cdiv(OH, DY),
+    B * GROUPS).
+    """
+    R: tl.constexpr = K // 2
+    K2: tl.constexpr = K * K
+    RW: tl.constexpr = DY * TXO
+    KL: tl.constexpr = K2 + 1 if GATE else K2  # dlo's channels written: the taps' and the gate's
+    ACC: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
+    _, b, g, ly, col0, oy, ox, pix_ok, rel = band_program(OH, OW, 1, GROUPS, K, S, DY, TXO, APAD)
+    x_base, col_ok, zero_q = slab_base(x_ptr, b, ly, col0, W, stride_xb, stride_xh, stride_xw, Q, R)
+    d_off = (oy.to(tl.int64) * stride_dh + ox.to(tl.int64) * stride_dw)[:, None]
+    en_off = (oy.to(tl.int64) * stride_eh + ox.to(tl.int64) * stride_ew)[:, None]
+    bands = ()  # bands[i]: D_i (RW, Q)
+    for i in tl.static_range(K):
+        bands = bands + (tl.zeros((RW, Q), ACC),)
+    edot = tl.zeros((RW,), ACC)
+    for c0 in range(0, C_GROUP, BLOCK_C):
+        c_ok, c = dot_channels(c0, g, C_GROUP, BLOCK_C, EVEN_C)
+        io = pix_ok[:, None] & c_ok[None, :]
+        dout = tl.load(dout_ptr + b * stride_db + c * stride_dc + d_off, mask=io, other=0.0)
+        if GATE:
+            en_v = tl.load(en_ptr + b * stride_eb + c * stride_ec + en_off, mask=io, other=0.0)
+            edot += tl.sum(dout.to(ACC) * en_v.to(ACC), axis=1)
+        dout = dout.to(x_ptr.dtype.element_ty)
+        x_ptrs = x_base + c * stride_xc
+        new = ()
+        for i in tl.static_range(K):
+            slab = slab_load(x_ptrs, col_ok, zero_q + (ly + (i - R)), H, c_ok)
+            new = new + (tl.dot(dout, tl.trans(slab), bands[i], input_precision=INPUT_PRECISION, out_dtype=ACC),)
+            x_ptrs += stride_xh
+        bands = new
+
+    # each pixel's D[k] (RW, K2P) from its band columns, then the masks (recomputed) and gradients
+    k = tl.arange(0, K2P)
+    col_of_k = tl.minimum(rel[:, None] + (k % K)[None, :], Q - 1)  # in the slab (clamped past K2)
+    d = tl.zeros((RW, K2P), ACC)
+    for i in tl.static_range(K):
+        d = tl.where((k // K == i)[None, :], tl.gather(bands[i], col_of_k, axis=1), d)
+    d = tl.where((k < K2)[None, :], d, 0.0)
+    masks, lse = pixel_masks(m_ptr, b, g, oy, ox, pix_ok, stride_mb, stride_mc, stride_mh, stride_mw, K2, K2P, SOFTMAX,
+                             ACC)
+    if GATE:
+        gate = lowres_gate(gate_ptr, b, ly, ox, pix_ok, stride_gb, stride_gh, stride_gw, S, ACC)
+        dgate = tl.where(pix_ok, gate * (1.0 - gate) * (edot - tl.sum(masks * d, axis=1)), 0.0)
+        d = d * (1.0 - gate)[:, None]
+    if SOFTMAX:
+        d = masks * (d - tl.sum(masks * d, axis=1)[:, None])
+    plane = tl.cast(OH, tl.int64) * OW  # one (OH, OW) plane of dm
+    pix = oy.to(tl.int64) * OW + ox
+    tl.store(dm_ptr + (b * GROUPS + g) * K2 * plane + k.to(tl.int64)[None, :] * plane + pix[:, None], d,
+             mask=pix_ok[:, None] & (k < K2)[None, :])
+    if SOFTMAX:
+        tl.store(lse_ptr + b * plane + pix, lse, mask=pix_ok)
+        # the logit gradient summed over each low-resolution pixel's S*S phases, the gate's at K2
+        d = tl.where(pix_ok[:, None], d, 0.0)
+        if GATE:
+            d = tl.where((k == K2)[None, :], dgate[:, None], d)
+        per_pixel = tl.sum(tl.sum(tl.reshape(d, (DY, TXO // S, S, K2P)), axis=2), axis=0)  # (TXO // S, K2P)
+        lx = col0 + APAD + tl.arange(0, TXO // S)
+        lo_ok = ((lx < W) & (tl.zeros_like(lx) + ly < H))[:, None] & (k < KL)[None, :]
+        tl.store(dlo_ptr + b * stride_lob + ly.to(tl.int64) * stride_loh + (lx.to(tl.int64) * stride_low)[:, None]
+                 + (k.to(tl.int64) * stride_loc)[None, :], per_pixel, mask=lo_ok)
 
 
 def dot_tile(x, kernel_size: int, scale: int) -> dict | None:
@@ -190,3 +325,26 @@ def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_s
                 num_warps=4, num_stages=2 if x.element_size() <= 2 else 1)
     return LaunchPlan(batch_grids(b, group_size, "reassembly (mask groups)", (splits * col_tiles, row_tiles)), args,
                       meta)
+
+
+def reassemble_bwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides, dmasks_shape,
+                            kernel_size, group_size, scale, softmax, precision, tile: dict, arch: int) -> LaunchPlan | None:
+    """``reassemble_bwd_dot_kernel``'s launches, or None where it does not apply (a tile that
+    splits a low-resolution pixel's phases: s not a power of two up to 8)."""
+    if tile["DY"] != scale:
+        return None
+    b, c, h, w = x.shape
+    c_group = c // group_size
+    # 64 channels a step for 2-byte x, 32 for float32 (64 with two stages: 255 registers); two
+    # stages, but one for 2-byte x on sm_80 (two spill 64 bytes there, 16-bit NCHW)
+    half = x.element_size() <= 2
+    block_c = min(64 if half else 32, next_pow2(c_group, 16))
+    oh, ow = dmasks_shape[2:]
+    check_grid_axis1(cdiv(oh, tile["DY"]), "reassembly (output rows: the height is too large)")
+    args = (c_group, group_size, h, w, oh, ow, *x.stride(), *m_strides, *gate_strides, *en_strides, *dout_strides,
+            *dlo_strides)
+    meta = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
+                INPUT_PRECISION=precision, BLOCK_C=block_c, K2P=next_pow2(kernel_size ** 2),
+                EVEN_C=c_group % block_c == 0, **tile, num_warps=4, num_stages=1 if half and arch < 90 else 2)
+    grids = batch_grids(b, group_size, "reassembly (mask groups)", (cdiv(ow, tile["TXO"]), cdiv(oh, tile["DY"])))
+    return LaunchPlan(grids, args, meta, kernel=reassemble_bwd_dot_kernel)
