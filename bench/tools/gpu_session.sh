@@ -24,7 +24,7 @@ OUT="${OUT:-bench/results/_scratch}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
-KERNELS='regex:conv3x3_kernel|conv3x3_weight_grad_kernel|unfold_weight_grad_kernel|reassemble_(fwd|bwd|bwd_feat)_kernel'
+KERNELS='regex:conv3x3_kernel|conv3x3_weight_grad_kernel|unfold_weight_grad_kernel|reassemble_(fwd|bwd|bwd_feat)(_dot)?_kernel'
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, torch.cuda.get_device_name())"
   command -v ncu >/dev/null && ncu --version | tail -1
