@@ -98,6 +98,7 @@ def test_reassembly_kernel_choice(dtype, precision, scale, expect, monkeypatch):
     """``kernel="auto"``: the tensor-core kernel for half inputs and TF32 float32 at s >= 2, the FMA
     kernel for IEEE float32, float64 and s = 1."""
     from fade_triton.ops import reassemble
+    from fade_triton.ops.reassemble_dot import reassemble_fwd_dot_kernel
 
     monkeypatch.setattr(reassemble, "dot_precision", lambda dt, target: precision)
     reassemble.reassemble_fwd_plan.cache_clear()
@@ -105,7 +106,7 @@ def test_reassembly_kernel_choice(dtype, precision, scale, expect, monkeypatch):
     plan = reassemble.reassemble_fwd_plan(spec(x), (0,) * 4, True, (0,) * 3, (0,) * 4, (2, 32, 8 * scale, 8 * scale),
                                           (0,) * 4, 5, 1, scale, True, Target(90))
     reassemble.reassemble_fwd_plan.cache_clear()
-    assert (plan.kernel is reassemble.reassemble_fwd_dot_kernel) == (expect == "dot")
+    assert (plan.kernel is reassemble_fwd_dot_kernel) == (expect == "dot")
 
 
 def test_dot_reassembly_batch_slices(monkeypatch, poisoned):

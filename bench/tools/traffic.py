@@ -50,11 +50,11 @@ def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
                          + (p * k2 * 4 if extra else 0),
                          note=f"input halo x{halo:.2f}; weights once per {conv['BLOCK_P']}-pixel program"
                               + ("; lo read per output pixel" if extra else "")))
-    r = k // 2
     reassembly = dict(kernel="reassemble_fwd (softmax, reassembly, gate)", minimum=2 * p * c * e + q * c * e
                       + p * k2 * 4 + q * 4)
-    dot = reassemble.dot_tile(x, k, s)  # the tensor-core kernel: half inputs, and float32 in TF32 (the default)
-    if dot is not None and case.dtype != "float64":
+    # the launcher's own choice, on a GPU where float32 runs in TF32 (PyTorch's default)
+    if reassemble.dot_kernel_applies(x, k, s, "tf32"):
+        dot = reassemble.dot_tile(x, k, s)
         programs = b * -(-h * s // dot["DY"]) * -(-w * s // dot["TXO"])
         reassembly.update(requested=2 * p * c * e + programs * c * k * dot["Q"] * e + p * k2 * 4 + q * SECTOR,
                           note=f"de: {k} slabs of {dot['Q']} columns per {dot['DY']} x {dot['TXO']} output pixels "
@@ -63,7 +63,7 @@ def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
     else:
         tile = reassemble.tile_config(x, c, k, s, target)
         splits, _ = reassemble.channel_splits(c, tile["BLOCK_C"])
-        de_halo = _halo(tile["TQ"] // tile["TX"], tile["TX"], r)
+        de_halo = _halo(tile["TQ"] // tile["TX"], tile["TX"], k // 2)
         reassembly.update(requested=2 * p * c * e + q * c * e * de_halo + (p * k2 * 4 + q * SECTOR) * splits,
                           note=f"de halo x{de_halo:.2f} ({k2} L1 requests per de element); logits and gate "
                                f"read by each of {splits} channel splits")

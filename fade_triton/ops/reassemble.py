@@ -30,7 +30,7 @@ import triton.language as tl
 
 from .helpers import (LaunchPlan, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1, dot_precision, launch,
                       next_pow2, slot_plan, spec, strides, target_of)
-from .reassemble_dot import dot_tile, reassemble_fwd_dot_kernel, reassemble_fwd_dot_plan
+from .reassemble_dot import dot_tile, reassemble_fwd_dot_plan
 from .window import channel_block, load_tap, pass_masks, phase, reassembly_program, sigmoid_gate
 
 MASK_REGISTERS = 100  # fp32 mask values a thread may hold across the channel loop
@@ -186,15 +186,12 @@ def reassemble_fwd_plan(x, m_strides, gated, gate_strides, en_strides, out_shape
     """``reassemble_fwd``'s launches for one signature (``x`` a ``Spec``; ``gated``: a gate is
     given; ``kernel``: as ``reassemble_fwd``'s)."""
     precision = dot_precision(x.dtype, target)
-    tile = dot_tile(x, kernel_size, scale)
-    if kernel == "auto":
-        kernel = "dot" if dot_kernel_applies(x, kernel_size, scale, precision) else "fma"
-    if kernel == "dot":
+    if kernel == "dot" or (kernel == "auto" and dot_kernel_applies(x, kernel_size, scale, precision)):
+        tile = dot_tile(x, kernel_size, scale)
         if tile is None:
             raise ValueError(f"the dot reassembly needs scale >= 2 and a narrower band (K={kernel_size}, s={scale})")
-        plan = reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides,
+        return reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides,
                                        kernel_size, group_size, scale, softmax, precision, tile)
-        return plan._replace(kernel=reassemble_fwd_dot_kernel)
     b, c, h, w = x.shape
     cfg = tile_config(x, c // group_size, kernel_size, scale, target)
     splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])

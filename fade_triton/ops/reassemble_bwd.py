@@ -17,7 +17,7 @@ import triton.language as tl
 from .helpers import (LaunchPlan, accumulator_dtype, cached_plan, dot_precision, launch, slot_plan, spec, strides,
                       target_of)
 from .reassemble import channel_splits, check_fusion, dot_kernel_applies, reassembly_grids, tile_config
-from .reassemble_dot import dot_tile, reassemble_bwd_dot_plan
+from .reassemble_dot import reassemble_bwd_dot_plan
 from .window import channel_block, load_tap, lowres_tile, pass_masks, phase, reassembly_program, sigmoid_gate, window_step
 
 
@@ -235,25 +235,24 @@ def reassemble_bwd_plans(x, m_strides, gated, gate_strides, en_strides, dout_str
     b, c, h, w = x.shape
     oh, ow = dmasks_shape[2:]
     flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64)
-    cfg = tile_config(x, c // group_size, kernel_size, scale, target, kernel="bwd")
     feat_cfg = tile_config(dx, c // group_size, kernel_size, scale, target, kernel="feat")
     splits, per = channel_splits(c // group_size, feat_cfg["BLOCK_C"])
     sizes = (c // group_size, group_size, h, w, oh, ow, kernel_size // 2)
-    mask_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, cfg),
-                           (*sizes, *x.stride(), *m_strides, *gate_strides, *en_strides, *dout_strides, *dlo_strides),
-                           dict(flags, **cfg))
     feat_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, feat_cfg, splits),
                            (*sizes, splits, per, *m_strides, *gate_strides, *dout_strides, *dx.stride()),
                            dict(flags, **feat_cfg))
     precision = dot_precision(x.dtype, target)
     if kernel == "dot" or (kernel == "auto" and dot_kernel_applies(x, kernel_size, scale, precision)):
-        tile = dot_tile(x, kernel_size, scale)
-        dot_plan = tile and kernel_size > 1 and reassemble_bwd_dot_plan(
-            x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides, dmasks_shape, kernel_size,
-            group_size, scale, softmax, precision, tile, target.arch)
-        if dot_plan:
-            mask_plan = dot_plan
-        elif kernel == "dot":
+        mask_plan = reassemble_bwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides,
+                                            dmasks_shape, kernel_size, group_size, scale, softmax, precision,
+                                            target.arch)
+        if mask_plan is not None:
+            return mask_plan, feat_plan
+        if kernel == "dot":
             raise ValueError(f"the dot reassembly backward needs K > 1 and s a power of two up to 8 "
                              f"(K={kernel_size}, s={scale})")
+    cfg = tile_config(x, c // group_size, kernel_size, scale, target, kernel="bwd")
+    mask_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, cfg),
+                           (*sizes, *x.stride(), *m_strides, *gate_strides, *en_strides, *dout_strides, *dlo_strides),
+                           dict(flags, **cfg))
     return mask_plan, feat_plan

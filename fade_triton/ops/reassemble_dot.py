@@ -301,6 +301,13 @@ def dot_tile(x, kernel_size: int, scale: int) -> dict | None:
     return dict(DY=dy, TXO=txo, Q=q, APAD=apad)
 
 
+def dot_meta(x, kernel_size, scale, softmax, gated, precision, tile, block_c, c_group, num_stages) -> dict:
+    """The constexpr flags, tile and launch options both dot kernels take (4 warps)."""
+    return dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
+                INPUT_PRECISION=precision, BLOCK_C=block_c, K2P=next_pow2(kernel_size ** 2),
+                EVEN_C=c_group % block_c == 0, **tile, num_warps=4, num_stages=num_stages)
+
+
 def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides, kernel_size,
                             group_size, scale, softmax, precision, tile: dict) -> LaunchPlan:
     """``reassemble_fwd_dot_kernel``'s launches (``x`` a ``Spec``; ``tile`` from ``dot_tile``)."""
@@ -318,20 +325,20 @@ def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_s
     splits = cdiv(c_group, per)
     args = (c_group, group_size, h, w, oh, ow, splits, per, *x.stride(), *m_strides, *gate_strides, *en_strides,
             *out_strides)
-    meta = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
-                INPUT_PRECISION=precision, BLOCK_C=block_c, K2P=next_pow2(kernel_size ** 2),
-                EVEN_C=c_group % block_c == 0, **tile,
-                # two stages of slabs for 2-byte x; float32's would halve the programs per SM
-                num_warps=4, num_stages=2 if x.element_size() <= 2 else 1)
+    # two stages of slabs for 2-byte x; float32's would halve the programs per SM
+    meta = dot_meta(x, kernel_size, scale, softmax, gated, precision, tile, block_c, c_group,
+                    num_stages=2 if x.element_size() <= 2 else 1)
     return LaunchPlan(batch_grids(b, group_size, "reassembly (mask groups)", (splits * col_tiles, row_tiles)), args,
-                      meta)
+                      meta, kernel=reassemble_fwd_dot_kernel)
 
 
 def reassemble_bwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides, dmasks_shape,
-                            kernel_size, group_size, scale, softmax, precision, tile: dict, arch: int) -> LaunchPlan | None:
-    """``reassemble_bwd_dot_kernel``'s launches, or None where it does not apply (a tile that
-    splits a low-resolution pixel's phases: s not a power of two up to 8)."""
-    if tile["DY"] != scale:
+                            kernel_size, group_size, scale, softmax, precision, arch: int) -> LaunchPlan | None:
+    """``reassemble_bwd_dot_kernel``'s launches, or None where it does not apply: K = 1 (no gate
+    column past the taps), s = 1, or a tile that splits a low-resolution pixel's phases (s not a
+    power of two up to 8)."""
+    tile = dot_tile(x, kernel_size, scale)
+    if kernel_size < 2 or tile is None or tile["DY"] != scale:
         return None
     b, c, h, w = x.shape
     c_group = c // group_size
@@ -343,8 +350,7 @@ def reassemble_bwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, dout_
     check_grid_axis1(cdiv(oh, tile["DY"]), "reassembly (output rows: the height is too large)")
     args = (c_group, group_size, h, w, oh, ow, *x.stride(), *m_strides, *gate_strides, *en_strides, *dout_strides,
             *dlo_strides)
-    meta = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
-                INPUT_PRECISION=precision, BLOCK_C=block_c, K2P=next_pow2(kernel_size ** 2),
-                EVEN_C=c_group % block_c == 0, **tile, num_warps=4, num_stages=1 if half and arch < 90 else 2)
+    meta = dot_meta(x, kernel_size, scale, softmax, gated, precision, tile, block_c, c_group,
+                    num_stages=1 if half and arch < 90 else 2)
     grids = batch_grids(b, group_size, "reassembly (mask groups)", (cdiv(ow, tile["TXO"]), cdiv(oh, tile["DY"])))
     return LaunchPlan(grids, args, meta, kernel=reassemble_bwd_dot_kernel)
