@@ -438,3 +438,73 @@ def test_dot_mask_gradient_kernel(case, dtype, poisoned):
         ref.reassemble(xr, mr, k, s, groups).backward(dout.double())
     assert_close_rel(dm, mr.grad, DOT_BWD_TOL[dtype])
     assert_close_rel(dx, xr.grad, DOT_BWD_TOL[dtype])
+
+
+# The tensor-core feature gradient (ops/reassemble_dot_feat.py, reassemble_bwd_feat_dot_kernel) alone,
+# forced where "auto" would pick the FMA kernel: (b, c, h, w, s, k, groups, crop, layout). Widths
+# past one tile of dx columns (16 - K + 1), heights past one row strip, C=136: a channel block of
+# 128 and a remainder; s 2, 4, 8; K 3-9; groups > 1: CARAFE (masks as given, no gate).
+DOT_FEAT_CASES = [(1, 136, 7, 30, 2, 5, 1, 0, "nchw"), (2, 24, 9, 17, 2, 3, 1, 1, "channels_last"),
+                  (1, 16, 5, 9, 4, 7, 1, 2, "nchw"), (1, 32, 6, 20, 2, 9, 2, 0, "channels_last"),
+                  (1, 16, 3, 5, 8, 3, 1, 3, "nchw")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
+@pytest.mark.parametrize("case", DOT_FEAT_CASES, ids=lambda c: "b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*c))
+def test_dot_feature_gradient_kernel(case, dtype, poisoned):
+    """``reassemble_bwd_feat_dot_kernel`` launched alone (its plan), against float64 autograd of
+    the reference: dx for weights exp(logit - lse) * (1 - sigmoid(gate)) (FADE), or the masks as
+    given (CARAFE)."""
+    from fade_triton.ops.helpers import dot_precision, launch, spec, target_of
+    from fade_triton.ops.reassemble_dot_feat import reassemble_bwd_feat_dot_kernel, reassemble_bwd_feat_dot_plan
+
+    b, c, h, w, s, k, groups, crop, layout = case
+    oh, ow, k2 = h * s - crop, w * s - crop, k * k
+    fade = groups == 1
+    x, dout = torch.randn(b, c, h, w, dtype=dtype), torch.randn(b, c, oh, ow, dtype=dtype)
+    if layout == "channels_last":
+        x, dout = (t.to(memory_format=torch.channels_last) for t in (x, dout))
+    masks = torch.randn(b, groups * k2, oh, ow) * 2 if fade else torch.rand(b, groups * k2, oh, ow).to(dtype)
+    if layout == "channels_last":  # channel-fast masks too (each tap row's weights start at an odd tap)
+        masks = masks.to(memory_format=torch.channels_last)
+    gate = torch.randn(b, h, w) if fade else None
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    lse = torch.logsumexp(masks.double(), 1).to(acc) if fade else None
+    dx = torch.empty_like(x)
+    plan = reassemble_bwd_feat_dot_plan(spec(dx), masks.stride(), fade, gate.stride() if fade else (0,) * 3,
+                                        dout.stride(), masks.shape, k, groups, s, fade,
+                                        dot_precision(dtype, target_of(x)))
+    assert plan.kernel is reassemble_bwd_feat_dot_kernel
+    launch(None, plan, (masks, lse, gate, dout, dx), (True,) * 5)
+
+    xr = x.double().requires_grad_()
+    if fade:
+        g = torch.sigmoid(ref.up(gate.double()[:, None], s))[..., :oh, :ow]
+        ((1 - g) * ref.reassemble(xr, torch.softmax(masks.double(), 1), k, s)).backward(dout.double())
+    else:
+        ref.reassemble(xr, masks.double(), k, s, groups).backward(dout.double())
+    assert_close_rel(dx, xr.grad, DOT_BWD_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype,precision,k,expect", [
+    (torch.float16, "ieee", 5, "dot"), (torch.bfloat16, "ieee", 9, "dot"), (torch.float32, "tf32", 3, "dot"),
+    (torch.float32, "ieee", 5, "fma"), (torch.float64, "ieee", 5, "fma"), (torch.float16, "ieee", 11, "fma")])
+def test_feature_gradient_kernel_choice(dtype, precision, k, expect, monkeypatch):
+    """``kernel="auto"``: the tensor-core feature gradient where the mask gradient's rule picks
+    tensor cores and K <= 9 (at least half of a tile's 16 dx columns stored); "dot" raises past
+    that."""
+    from fade_triton.ops import reassemble_bwd
+    from fade_triton.ops.helpers import Target, spec
+    from fade_triton.ops.reassemble_dot_feat import reassemble_bwd_feat_dot_kernel
+
+    monkeypatch.setattr(reassemble_bwd, "dot_precision", lambda dt, target: precision)
+    reassemble_bwd.reassemble_bwd_plans.cache_clear()
+    x = torch.empty(2, 32, 8, 8, dtype=dtype)
+    args = (spec(x), (0,) * 4, True, (0,) * 3, (0,) * 4, (0,) * 4, (0,) * 4, spec(x), (2, k * k, 16, 16), k, 1, 2, True,
+            Target(90))
+    _, feat = reassemble_bwd.reassemble_bwd_plans(*args)
+    assert (feat.kernel is reassemble_bwd_feat_dot_kernel) == (expect == "dot")
+    if k > 9:
+        with pytest.raises(ValueError, match="K <= 9"):
+            reassemble_bwd.reassemble_bwd_plans(*args, "dot")
+    reassemble_bwd.reassemble_bwd_plans.cache_clear()

@@ -51,7 +51,7 @@ _DEF = re.compile(r"^\s*(%[\w.]+)(?::(\d+))?\s*=\s*([\w.]+)(.*)$")
 _ARG = re.compile(r"%([A-Za-z_]\w*): i32\b")
 # Arguments whose 32-bit products are bounded by a host-side check, per kernel: sizes and strides
 # of the weights (packed: 9 x C x KP, checked < 2**31 elements by ``ops.fade.fold.pack_weights``
-# and ``ops.conv3x3.conv3x3_weight_grad``), channel counts, a row chunk's height (its start is a
+# and ``ops.conv3x3.conv3x3_weight_grad``), channel counts, a row chunk's or strip's height (its start is a
 # row index < H), the window radius R = K // 2 (a neighbour's row or column times s is an
 # output coordinate, < OH or OW), and the output gradient's row and column strides in the feature
 # gradient (K * s times either < 2**31, checked by ``ops.reassemble_bwd.reassemble_bwd``). Every other size or stride argument may reach 2**31 in a product.
@@ -62,6 +62,7 @@ BOUNDED_ARGS = {
     "reassemble_fwd_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R"},
     "reassemble_fwd_dot_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT"},
     "reassemble_bwd_dot_kernel": {"C_GROUP", "GROUPS"},
+    "reassemble_bwd_feat_dot_kernel": {"C_GROUP", "GROUPS", "STRIP"},
     "reassemble_bwd_kernel": {"C_GROUP", "GROUPS", "R"},
     "reassemble_bwd_feat_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R", "stride_dh", "stride_dw", "stride_mc"},
 }

@@ -6,7 +6,9 @@
   power of two up to 8, ``reassemble_dot.reassemble_bwd_dot_kernel`` computes the same on
   tensor cores (``reassemble_bwd``'s ``kernel`` argument).
 - ``reassemble_bwd_feat_kernel``: the gradient of x, a gather (each program owns its
-  low-resolution pixels: no atomics, bitwise deterministic).
+  low-resolution pixels: no atomics, bitwise deterministic); where the mask gradient's dot
+  kernel runs and K <= 9, ``reassemble_dot_feat.reassemble_bwd_feat_dot_kernel`` computes it on
+  tensor cores (a gather too).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .helpers import (LaunchPlan, accumulator_dtype, cached_plan, dot_precision,
                       target_of)
 from .reassemble import channel_splits, check_fusion, dot_kernel_applies, reassembly_grids, tile_config
 from .reassemble_dot import reassemble_bwd_dot_plan
+from .reassemble_dot_feat import reassemble_bwd_feat_dot_plan
 from .window import channel_block, load_tap, lowres_tile, pass_masks, phase, reassembly_program, sigmoid_gate, window_step
 
 
@@ -198,9 +201,10 @@ def reassemble_bwd(dout, x, masks, gate, en, dx, dmasks, dlo, kernel_size, group
     """Launch both backward kernels. Writes ``dx`` (B, C, H, W), ``dmasks`` (B, G*K2, OH, OW)
     contiguous fp32 and, with softmax (FADE), ``dlo`` (B, KP, H, W) view: the summed logit
     gradient and (with a gate) the gate-logit gradient at channel K2. ``slot``: where the calling
-    operator keeps these launches' plans (``helpers.slot_plan``), or None. ``kernel``: the mask
-    gradient's, "dot" (``reassemble_dot.reassemble_bwd_dot_kernel``), "fma" or "auto" (as
-    ``reassemble.reassemble_fwd`` chooses, where the dot kernel's tile applies)."""
+    operator keeps these launches' plans (``helpers.slot_plan``), or None. ``kernel``: both
+    kernels', "dot" (``reassemble_dot.reassemble_bwd_dot_kernel`` and
+    ``reassemble_bwd_feat_dot_kernel``; ValueError where either does not apply), "fma" or "auto"
+    (as ``reassemble.reassemble_fwd`` chooses, each dot kernel where its tile applies)."""
     check_fusion(softmax, gate, group_size)
     if dx.numel() == 0 or dmasks.numel() == 0:
         dx.zero_()
@@ -232,27 +236,30 @@ def reassemble_bwd_plans(x, m_strides, gated, gate_strides, en_strides, dout_str
         # (64-bit steps cost registers that spill): bench.tools.aot, BOUNDED_ARGS
         raise ValueError(f"dout: strides {dout_strides} times kernel_size * scale = {kernel_size * scale} "
                          "pass 2**31 elements; make the output gradient contiguous")
-    b, c, h, w = x.shape
-    oh, ow = dmasks_shape[2:]
-    flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64)
-    feat_cfg = tile_config(dx, c // group_size, kernel_size, scale, target, kernel="feat")
-    splits, per = channel_splits(c // group_size, feat_cfg["BLOCK_C"])
-    sizes = (c // group_size, group_size, h, w, oh, ow, kernel_size // 2)
-    feat_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, feat_cfg, splits),
-                           (*sizes, splits, per, *m_strides, *gate_strides, *dout_strides, *dx.stride()),
-                           dict(flags, **feat_cfg))
     precision = dot_precision(x.dtype, target)
+    mask_plan = feat_plan = None
     if kernel == "dot" or (kernel == "auto" and dot_kernel_applies(x, kernel_size, scale, precision)):
         mask_plan = reassemble_bwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, dout_strides, dlo_strides,
                                             dmasks_shape, kernel_size, group_size, scale, softmax, precision,
                                             target.arch)
-        if mask_plan is not None:
-            return mask_plan, feat_plan
-        if kernel == "dot":
-            raise ValueError(f"the dot reassembly backward needs K > 1 and s a power of two up to 8 "
+        feat_plan = reassemble_bwd_feat_dot_plan(dx, m_strides, gated, gate_strides, dout_strides, dmasks_shape,
+                                                 kernel_size, group_size, scale, softmax, precision)
+        if kernel == "dot" and (mask_plan is None or feat_plan is None):
+            raise ValueError(f"the dot reassembly backward needs 1 < K <= 9 and s a power of two up to 8 "
                              f"(K={kernel_size}, s={scale})")
-    cfg = tile_config(x, c // group_size, kernel_size, scale, target, kernel="bwd")
-    mask_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, cfg),
-                           (*sizes, *x.stride(), *m_strides, *gate_strides, *en_strides, *dout_strides, *dlo_strides),
-                           dict(flags, **cfg))
+    b, c, h, w = x.shape
+    oh, ow = dmasks_shape[2:]
+    flags = dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64)
+    sizes = (c // group_size, group_size, h, w, oh, ow, kernel_size // 2)
+    if feat_plan is None:
+        feat_cfg = tile_config(dx, c // group_size, kernel_size, scale, target, kernel="feat")
+        splits, per = channel_splits(c // group_size, feat_cfg["BLOCK_C"])
+        feat_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, feat_cfg, splits),
+                               (*sizes, splits, per, *m_strides, *gate_strides, *dout_strides, *dx.stride()),
+                               dict(flags, **feat_cfg))
+    if mask_plan is None:
+        cfg = tile_config(x, c // group_size, kernel_size, scale, target, kernel="bwd")
+        mask_plan = LaunchPlan(reassembly_grids(b, group_size, h, w, cfg),
+                               (*sizes, *x.stride(), *m_strides, *gate_strides, *en_strides, *dout_strides,
+                                *dlo_strides), dict(flags, **cfg))
     return mask_plan, feat_plan

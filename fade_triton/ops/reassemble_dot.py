@@ -1,7 +1,8 @@
 """CARAFE reassembly on tensor cores: the forward, ``reassemble_fwd_dot_kernel``, and the mask
 (logit) gradient, ``reassemble_bwd_dot_kernel``, chosen by ``reassemble.reassemble_fwd`` and
 ``reassemble_bwd.reassemble_bwd`` for half inputs (and float32 where TF32 is allowed) at s >= 2
-(the backward: s a power of two up to 8). The feature gradient keeps its FMA kernel.
+(the backward: s a power of two up to 8). The feature gradient on the same band matrices is in
+``reassemble_dot_feat.py``.
 
 The reassembly of one output row is a product with a band matrix. Output pixel (oy, ox) sums
 ``m_k * x[oy // s + i - R, ox // s + j - R]`` over the K*K taps k = i*K + j. For tap row i, the
@@ -354,3 +355,4 @@ def reassemble_bwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, dout_
                     num_stages=1 if half and arch < 90 else 2)
     grids = batch_grids(b, group_size, "reassembly (mask groups)", (cdiv(ow, tile["TXO"]), cdiv(oh, tile["DY"])))
     return LaunchPlan(grids, args, meta, kernel=reassemble_bwd_dot_kernel)
+
