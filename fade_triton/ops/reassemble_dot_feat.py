@@ -54,7 +54,9 @@ def reassemble_bwd_feat_dot_kernel(
 
     STRIP: dx rows a program owns (any positive int). Q: dx columns of the dot (a power of two,
     Q*S a power of two); TX = Q - K + 1 are stored. BLOCK_C: channels a program owns. EVEN_C:
-    BLOCK_C divides C_GROUP. Other arguments as in ``reassemble_bwd_feat_kernel`` and
+    BLOCK_C divides C_GROUP. KP: next_pow2(K), the width of a tap row's weight tile. The dots
+    take dout and the weights in dx's dtype (16-bit: the weights rounded to it, values in [0, 1];
+    float32: TF32 with INPUT_PRECISION "tf32") and accumulate in fp32. Other arguments as in ``reassemble_bwd_feat_kernel`` and
     ``reassemble_fwd_dot_kernel``.
     Grid: (cdiv(C_GROUP, BLOCK_C) * cdiv(W, TX), cdiv(H, STRIP), B * GROUPS).
     """
