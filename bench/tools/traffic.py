@@ -16,7 +16,7 @@ import torch
 from fade_triton.ops import reassemble
 from fade_triton.ops.conv3x3 import conv3x3_config
 from fade_triton.ops.fade.fold import padded_channels
-from fade_triton.ops.helpers import Target
+from fade_triton.ops.helpers import Target, cdiv
 
 from ..cases import HEADLINE, Case
 from ..roofline import ITEMSIZE, min_bytes
@@ -55,7 +55,7 @@ def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
     # the launcher's own choice, on a GPU where float32 runs in TF32 (PyTorch's default)
     if reassemble.dot_kernel_applies(x, k, s, "tf32"):
         dot = reassemble.dot_tile(x, k, s)
-        programs = b * -(-h * s // dot["DY"]) * -(-w * s // dot["TXO"])
+        programs = b * cdiv(h * s, dot["DY"]) * cdiv(w * s, dot["TXO"])
         reassembly.update(requested=2 * p * c * e + programs * c * k * dot["Q"] * e + p * k2 * 4 + q * SECTOR,
                           note=f"de: {k} slabs of {dot['Q']} columns per {dot['DY']} x {dot['TXO']} output pixels "
                                f"(x{programs * k * dot['Q'] / q:.2f} of de, "

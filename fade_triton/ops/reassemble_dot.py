@@ -48,6 +48,7 @@ import triton
 import triton.language as tl
 
 from .helpers import LaunchPlan, batch_grids, cdiv, channel_fast, check_grid_axis1, next_pow2
+from .window import sigmoid_gate
 
 ROWS = 64  # output pixels a program owns (DY rows x TXO columns): one warpgroup's dot rows
 MATRIX_BUDGET = 64 * 5 * 32  # elements of the K band matrices a program holds (K=5, Q=32 at s=2)
@@ -121,9 +122,7 @@ def dot_channels(c0, g, C_GROUP, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr):
 @triton.jit
 def lowres_gate(gate_ptr, b, ly, ox, pix_ok, stride_gb, stride_gh, stride_gw, S: tl.constexpr, ACC: tl.constexpr):
     """sigmoid of each pixel's gate logit gate[b, ly, ox // S], in ACC."""
-    gl = tl.load(gate_ptr + b * stride_gb + ly.to(tl.int64) * stride_gh + (ox // S).to(tl.int64) * stride_gw,
-                 mask=pix_ok, other=0.0).to(ACC)
-    return 1.0 / (1.0 + tl.exp(-gl))
+    return sigmoid_gate(gate_ptr, b, ly, ox // S, pix_ok, stride_gb, stride_gh, stride_gw, ACC)
 
 
 @triton.jit
@@ -285,7 +284,8 @@ def dot_tile(x, kernel_size: int, scale: int) -> dict | None:
     """The dot kernel's tile for ``x`` (a tensor or ``helpers.Spec``), K and s, or None where it
     does not apply (s = 1, or a band too wide for the register budget): DY the largest power of
     two dividing s with DY <= ROWS / 8, TXO = ROWS / DY, Q the slab width, APAD the alignment
-    pad (a multiple of the 16-byte vector along x's rows for pixel-fast x)."""
+    pad (a multiple of the 16-byte vector along x's rows for pixel-fast x), K2P = next_pow2(K*K)
+    (the width of a pixel's mask tile)."""
     if scale < 2:
         return None
     r = kernel_size // 2
@@ -299,14 +299,16 @@ def dot_tile(x, kernel_size: int, scale: int) -> dict | None:
     q = next_pow2(span + kernel_size + apad - r, 16)
     if kernel_size * ROWS * q > 2 * MATRIX_BUDGET:
         return None
-    return dict(DY=dy, TXO=txo, Q=q, APAD=apad)
+    return dict(DY=dy, TXO=txo, Q=q, APAD=apad, K2P=next_pow2(kernel_size ** 2))
 
 
-def dot_meta(x, kernel_size, scale, softmax, gated, precision, tile, block_c, c_group, num_stages) -> dict:
-    """The constexpr flags, tile and launch options both dot kernels take (4 warps)."""
+def dot_meta(x, kernel_size, scale, softmax, gated, precision, tile, block_c, c_group, num_stages,
+             num_warps=4) -> dict:
+    """The constexpr flags, tile (a dict of the kernel's tile constants) and launch options the
+    dot kernels take."""
     return dict(K=kernel_size, S=scale, SOFTMAX=softmax, GATE=gated, ACC_FP64=x.dtype == torch.float64,
-                INPUT_PRECISION=precision, BLOCK_C=block_c, K2P=next_pow2(kernel_size ** 2),
-                EVEN_C=c_group % block_c == 0, **tile, num_warps=4, num_stages=num_stages)
+                INPUT_PRECISION=precision, BLOCK_C=block_c, EVEN_C=c_group % block_c == 0, **tile,
+                num_warps=num_warps, num_stages=num_stages)
 
 
 def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides, kernel_size,

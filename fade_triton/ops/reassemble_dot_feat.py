@@ -22,6 +22,7 @@ import triton.language as tl
 
 from .helpers import LaunchPlan, batch_grids, cdiv, check_grid_axis1, next_pow2
 from .reassemble_dot import dot_channels, dot_meta
+from .window import sigmoid_gate
 
 FEAT_Q = 16  # dx columns of the feature gradient's dots (the band matrices' width)
 
@@ -89,7 +90,7 @@ def reassemble_bwd_feat_dot_kernel(
     tap_ok = (j < K)[None, :]
 
     # pointers at output row (y0 - R) * S: dout (BLOCK_C, P), masks of tap row 0 (P, KP), lse
-    # (P,), gate (P,)
+    # (P,); the gate is read per low-resolution row (``window.sigmoid_gate``)
     oy0 = (y0 - R) * S
     d_ptrs = (dout_ptr + b * stride_db + c * stride_dc
               + (ox.to(tl.int64) * stride_dw)[None, :] + tl.cast(oy0, tl.int64) * stride_dh)
@@ -97,8 +98,6 @@ def reassemble_bwd_feat_dot_kernel(
               + (ox.to(tl.int64) * stride_mw)[:, None] + tl.cast(oy0, tl.int64) * stride_mh)
     if SOFTMAX:
         lse_ptrs = lse_ptr + (b * OH + oy0) * OW + ox
-    if GATE:
-        g_ptrs = gate_ptr + b * stride_gb + sx.to(tl.int64) * stride_gw + tl.cast(y0 - R, tl.int64) * stride_gh
 
     dx_ptrs = (dx_ptr + b * stride_xb + c * stride_xc + ((x0 + q).to(tl.int64) * stride_xw)[None, :]
                + tl.cast(y0 - 2 * R, tl.int64) * stride_xh)
@@ -112,8 +111,8 @@ def reassemble_bwd_feat_dot_kernel(
     for yy in range(y0 - R, y0 + STRIP + R):
         if GATE:
             ly = zero_p + yy  # (P,): a scalar & a tensor mask is an int in the interpreter
-            gl = tl.load(g_ptrs, mask=col_ok & (ly >= 0) & (ly < H), other=0.0).to(ACC)
-            keep = 1.0 - 1.0 / (1.0 + tl.exp(-gl))
+            keep = 1.0 - sigmoid_gate(gate_ptr, b, ly, sx, col_ok & (ly >= 0) & (ly < H), stride_gb, stride_gh,
+                                      stride_gw, ACC)
         for r in tl.static_range(S):
             oy = zero_p + (yy * S + r)
             pix_ok = col_ok & (oy >= 0) & (oy < OH)
@@ -141,8 +140,6 @@ def reassemble_bwd_feat_dot_kernel(
         tl.store(dx_ptrs, accs[0].to(DT), mask=dx_ok & ((y >= y0) & (y < y_end))[None, :])
         accs = accs[1:] + (tl.zeros((BLOCK_C, Q), ACC),)
         dx_ptrs += stride_xh
-        if GATE:
-            g_ptrs += stride_gh
 
 
 def reassemble_bwd_feat_dot_plan(dx, m_strides, gated, gate_strides, dout_strides, dmasks_shape, kernel_size,
@@ -163,8 +160,7 @@ def reassemble_bwd_feat_dot_plan(dx, m_strides, gated, gate_strides, dout_stride
     strip = max(kernel_size - 1, cdiv(h, cdiv(3 * 132, tiles))) if isinstance(h * tiles, int) else 16
     check_grid_axis1(cdiv(h, strip), "reassembly feature gradient (row strips: the height is too large)")
     args = (c_group, group_size, h, w, oh, ow, strip, *m_strides, *gate_strides, *dout_strides, *dx.stride())
-    meta = dot_meta(dx, kernel_size, scale, softmax, gated, precision, dict(Q=FEAT_Q), block_c, c_group, num_stages=2)
-    del meta["K2P"]
-    meta.update(KP=next_pow2(kernel_size), num_warps=8 if block_c > 64 else 4)
+    meta = dot_meta(dx, kernel_size, scale, softmax, gated, precision, dict(Q=FEAT_Q, KP=next_pow2(kernel_size)),
+                    block_c, c_group, num_stages=2, num_warps=8 if block_c > 64 else 4)
     grids = batch_grids(b, group_size, "reassembly (mask groups)", (cdiv(c_group, block_c) * col_tiles, cdiv(h, strip)))
     return LaunchPlan(grids, args, meta, kernel=reassemble_bwd_feat_dot_kernel)
