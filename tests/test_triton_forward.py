@@ -41,6 +41,69 @@ def test_semi_shift_kernels(shape, lite, dtype, poisoned):
     assert_close_rel(lo[..., k * k], gate, TOL[dtype])
 
 
+# conv3x3_kernel alone: (b, c_in, c_out, h, w, layout). Widths 7, 16, 33 and 130: whole-row tiles
+# (FOLD_X) of 16, 16, 64 and 256 columns on sm_90 (16: a row's last pixel is the tile's, so the
+# right-hand shift must stop at the row's end); c_in = 40 two channel steps with a remainder.
+CONV_CASES = [(2, 5, 6, 3, 7, "nchw"), (1, 40, 25, 5, 16, "nchw"), (1, 8, 40, 4, 33, "nchw"),
+              (1, 6, 9, 2, 130, "nchw"), (1, 12, 25, 4, 9, "channels_last"), (1, 40, 6, 3, 16, "channels_last")]
+CONV_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def conv_problem(b, c_in, c_out, h, w, layout, dtype, monkeypatch, arch):
+    """Tiles for sm_<arch>; an input (b, c_in, h, w) in ``layout``; packed weights (9, c_in, KP)
+    zero-padded past c_out and the same as a float64 (c_out, c_in, 3, 3) conv2d weight; a
+    low-resolution gate logit (b, ceil(h / 2), ceil(w / 2)) and its float64 sigmoid at (h, w)."""
+    from fade_triton.ops import helpers
+    monkeypatch.setattr(helpers, "SIMULATED_TARGET", Target(arch, interpreter=not ON_CUDA))
+    x = torch.randn(b, c_in, h, w).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    packed = torch.zeros(9, c_in, max(16, 1 << (c_out - 1).bit_length()), dtype=dtype)
+    packed[:, :, :c_out] = torch.randn(9, c_in, c_out).to(dtype) / 3
+    weight = packed[:, :, :c_out].double().permute(2, 1, 0).reshape(c_out, c_in, 3, 3)
+    gate = torch.randn(b, (h + 1) // 2, (w + 1) // 2)
+    return x, packed, weight, gate, torch.sigmoid(ref.up(gate.double()[:, None], 2)[..., :h, :w])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
+@pytest.mark.parametrize("arch", [90, 80], ids=["sm90-fold", "sm80-taps"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "b{}i{}o{}h{}w{}-{}".format(*c))
+def test_conv3x3_kernel(case, arch, dtype, poisoned, monkeypatch):
+    """The 3x3 'same' convolution with its epilogue (bias, a low-resolution addend at s = 2, a
+    gated addend) against float64 conv2d: on sm_90 the folded tap columns (whole-row tiles,
+    three accumulators shifted once), on sm_80 every tap a load."""
+    from fade_triton.ops.conv3x3 import conv3x3, conv3x3_config
+    b, c_in, c_out, h, w, layout = case
+    x, packed, weight, gate, g = conv_problem(b, c_in, c_out, h, w, layout, dtype, monkeypatch, arch)
+    bias, add = torch.randn(c_out).to(dtype), torch.randn(b, c_out, h, w)
+    lo = torch.randn(b, c_out, (h + 1) // 2, (w + 1) // 2)
+    out = torch.empty(b, c_out, h, w, dtype=dtype)
+    conv3x3(x, packed, c_out, out, bias=bias, lo=lo, add=add, gate=gate, scale=2)
+    expect = torch.nn.functional.conv2d(x.double(), weight, bias.double(), padding=1)
+    expect += ref.up(lo.double(), 2)[..., :h, :w] + g * add
+    assert conv3x3_config(spec(x), c_out, Target(arch))["FOLD_X"] == (arch == 90)
+    assert_close_rel(out, expect, CONV_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
+@pytest.mark.parametrize("arch", [90, 80], ids=["sm90-fold", "sm80-taps"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "b{}i{}o{}h{}w{}-{}".format(*c))
+def test_conv3x3_input_grad_kernel(case, arch, dtype, poisoned, monkeypatch):
+    """The transposed 3x3 (the input gradient: packed weights read transposed and mirrored, their
+    zero-padded rows unmasked) with a gated addend, against float64 conv_transpose2d."""
+    from fade_triton.ops.conv3x3 import conv3x3_input_grad
+    b, c, n, h, w, layout = case  # c: the forward's input channels (the gradient's), n: its outputs
+    _, packed, weight, gate, g = conv_problem(b, c, n, h, w, layout, dtype, monkeypatch, arch)
+    grad = torch.randn(b, n, h, w).to(dtype)
+    if layout == "channels_last":
+        grad = grad.to(memory_format=torch.channels_last)
+    add = torch.randn(b, c, h, w)
+    out = torch.empty(b, c, h, w, dtype=dtype)
+    conv3x3_input_grad(grad, packed, c, out, add=add, gate=gate, scale=2)
+    expect = torch.nn.functional.conv_transpose2d(grad.double(), weight, padding=1) + g * add
+    assert_close_rel(out, expect, CONV_TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("shape", KERNEL_SHAPE_PARAMS)
 def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):

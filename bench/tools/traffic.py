@@ -39,16 +39,20 @@ def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
     weights = 9 * c * kp * e
     rows = []
     target = Target(90)  # the launchers' own tile choices for an sm_90 GPU
-    conv = conv3x3_config(x, kp, target)
-    tile_rows, tile_cols = conv["BLOCK_P"] // conv["TX"], conv["TX"]
-    halo = _halo(tile_rows, tile_cols, 1)
-    for name, pixels, out_bytes, extra in (("semi_shift_lo (de -> lo, gate)", q, q * kp * 4, 0),
-                                           ("semi_shift_hi (en -> logits)", p, p * k2 * 4, q * kp * 4)):
+    for name, pixels, width, out_bytes, extra in (("semi_shift_lo (de -> lo, gate)", q, w, q * kp * 4, 0),
+                                                  ("semi_shift_hi (en -> logits)", p, w * s, p * k2 * 4, q * kp * 4)):
+        conv = conv3x3_config(x[..., :1, :1].expand(1, c, 2, width), kp, target)  # the launcher's tiles at this width
+        tile_rows, tile_cols = conv["BLOCK_P"] // conv["TX"], conv["TX"]
+        if conv["FOLD_X"]:  # whole rows: the 3 tap rows of each tile row, no column halo
+            halo, what = (tile_rows + 2) / tile_rows, f"tap rows x{(tile_rows + 2) / tile_rows:.2f}"
+        else:
+            halo = _halo(tile_rows, tile_cols, 1)
+            what = f"input halo x{halo:.2f}"
         programs = -(-pixels // conv["BLOCK_P"])
         rows.append(dict(kernel=name, minimum=pixels * c * e + weights + out_bytes + extra,
                          requested=pixels * c * e * halo + weights * programs + out_bytes
                          + (p * k2 * 4 if extra else 0),
-                         note=f"input halo x{halo:.2f}; weights once per {conv['BLOCK_P']}-pixel program"
+                         note=f"{what}; weights once per {conv['BLOCK_P']}-pixel program"
                               + ("; lo read per output pixel" if extra else "")))
     reassembly = dict(kernel="reassemble_fwd (softmax, reassembly, gate)", minimum=2 * p * c * e + q * c * e
                       + p * k2 * 4 + q * 4)

@@ -40,6 +40,53 @@ def tap_offset(t: tl.constexpr, stride_h, stride_w):
     return row + stride_w if dx > 0 else row - stride_w
 
 
+@triton.jit
+def conv3x3_rows(x_ptr, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, stride_xh, stride_xw, stride_wt, stride_wi,
+                 stride_wo, acc_dtype: tl.constexpr, FLIP: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                 EVEN_K: tl.constexpr, EVEN_WK: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``conv3x3_kernel``'s reduction where its tile spans whole rows (FOLD_X): the (BLOCK_P,
+    BLOCK_N) sum over the input channels and the 9 taps for pixels (y, x) of one image
+    (``x_ptr`` at its origin), x < W <= the tile's width.
+
+    A channel step loads the tile at the 3 tap rows (row shifts keep the tile's alignment) and
+    multiplies each by the weights of its 3 tap columns, into the accumulator of that column
+    (``left``, ``centre``, ``right``: the column's taps summed at the input pixel p). The output
+    is ``centre[p] + left[p - 1] + right[p + 1]`` within the row (zero past its ends: the image's
+    padding), shifted once, after the loop."""
+    BLOCK_P: tl.constexpr = y.shape[0]
+    BLOCK_N: tl.constexpr = n.shape[0]
+    x_ok = x < W
+    pix = (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None]
+    left = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
+    centre = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
+    right = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
+    for i0 in tl.range(0, C_IN, BLOCK_K):
+        i = i0 + tl.arange(0, BLOCK_K)
+        i_ok = (i < C_IN) | EVEN_K
+        a_ptrs = x_ptr + i.to(tl.int64)[None, :] * stride_xc + pix - stride_xh
+        w_ptrs = w_ptr + i.to(tl.int64)[:, None] * stride_wi + n[None, :] * stride_wo
+        w_ok = (i_ok | EVEN_WK)[:, None] & ((n < W_OUT) | EVEN_N)[None, :]
+        for r in tl.static_range(3):
+            row_ok = x_ok & (y >= 1 - r) & (y + (r - 1) < H)
+            a = tl.load(a_ptrs, mask=row_ok[:, None] & i_ok[None, :], other=0.0)
+            for j in tl.static_range(3):
+                t = 3 * r + j
+                wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * tl.cast(stride_wt, tl.int64), mask=w_ok, other=0.0)
+                if j == 0:
+                    left = tl.dot(a.to(wt.dtype), wt, left, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
+                elif j == 1:
+                    centre = tl.dot(a.to(wt.dtype), wt, centre, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
+                else:
+                    right = tl.dot(a.to(wt.dtype), wt, right, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
+            a_ptrs += stride_xh
+    p = tl.arange(0, BLOCK_P)
+    before = tl.broadcast_to(tl.maximum(p - 1, 0)[:, None], (BLOCK_P, BLOCK_N))
+    after = tl.broadcast_to(tl.minimum(p + 1, BLOCK_P - 1)[:, None], (BLOCK_P, BLOCK_N))
+    centre += tl.where((x >= 1)[:, None], tl.gather(left, before, 0), 0.0)
+    centre += tl.where((x + 1 < W)[:, None], tl.gather(right, after, 0), 0.0)
+    return centre
+
+
 WGRAD_ROWS = 16  # rows of one image per weight-gradient chunk
 
 
@@ -56,7 +103,7 @@ def conv3x3_kernel(
     SCALE: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TAP_BIAS: tl.constexpr,
     HAS_LO: tl.constexpr, HAS_ADD: tl.constexpr, GATED_ADD: tl.constexpr,
     ACC_FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, CENTRED: tl.constexpr,
+    EVEN_K: tl.constexpr, EVEN_WK: tl.constexpr, EVEN_N: tl.constexpr, CENTRED: tl.constexpr, FOLD_X: tl.constexpr,
     TX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """out[b, n, y, x] = sum_{t, i} x[b, i, (y, x) + t] * w[t', i, n]  (3x3, zero padding 1)
@@ -76,11 +123,19 @@ def conv3x3_kernel(
     zero-padded to KP columns, so the weight load needs no column mask when BLOCK_N divides it);
     stride_<t><d>: element strides of x, w, out, l(o), a(dd), g(ate).
     ACC_FP64: accumulate in fp64 (fp64 inputs). INPUT_PRECISION: tl.dot's for fp32 ("tf32"/"ieee").
-    EVEN_K: BLOCK_K divides C_IN (no channel mask in the loop); EVEN_N: BLOCK_N divides W_OUT.
+    EVEN_K: BLOCK_K divides C_IN (no channel mask in the loop); EVEN_WK: BLOCK_K divides the
+    weights' extent along in (zero-padded past C_IN: no row mask on the weight loads, which then
+    vectorise along a transposed view's contiguous in axis); EVEN_N: BLOCK_N divides W_OUT.
     CENTRED: each tap's tile is addressed from the window's centre (``tap_offset``), so the 3
     centre-column taps of a pixel-fast input keep its alignment (vector loads); otherwise one
     pointer tile walks the 9 taps (``window_step``: channel-fast inputs are aligned at every tap,
     and the walk holds fewer registers there).
+    FOLD_X: the tile spans whole image rows (TX >= W, grid axis 0 of 1), so no tap column leaves
+    it: each channel step loads the 3 row-shifted tiles only (vector loads along W for
+    pixel-fast inputs, whose alignment a row shift keeps, along the channels for channel-fast
+    ones; software-pipelined with num_stages >= 2) and each feeds 3 dots, one per
+    tap column, into 3 accumulators; the epilogue shifts the two side columns' accumulators by one
+    pixel (``tl.gather``, once per program) and adds them. Without it, every tap is a load.
 
     Tile: BLOCK_P output pixels as (BLOCK_P // TX) rows x TX columns, times BLOCK_N output
     channels; the reduction runs over input-channel blocks of BLOCK_K (outer loop) and the
@@ -104,24 +159,29 @@ def conv3x3_kernel(
     rows, cols = tap_masks(y, x, H, W, 1, 3, True)
     pix = (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None]
     acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
-    for i0 in range(0, C_IN, BLOCK_K):
-        i = i0 + tl.arange(0, BLOCK_K)
-        i_ok = i < C_IN
-        # one pointer tile at the window's centre; tap t adds its (row, column) shift, so the
-        # centre column's taps keep the tile's alignment (vector loads along an aligned W)
-        a_ptrs = x_ptr + b * stride_xb + i.to(tl.int64)[None, :] * stride_xc + pix
-        if not CENTRED:  # walked from the top-left tap (channel-fast inputs: every tap is aligned)
-            a_ptrs = a_ptrs - stride_xh - stride_xw
-        w_ptrs = w_ptr + i.to(tl.int64)[:, None] * stride_wi + n[None, :] * stride_wo
-        w_ok = (i_ok | EVEN_K)[:, None] & ((n < W_OUT) | EVEN_N)[None, :]
-        for t in tl.static_range(9):
-            inside = rows[t // 3] & cols[t % 3]
-            a = tl.load(a_ptrs + tap_offset(t, stride_xh, stride_xw) if CENTRED else a_ptrs,
-                        mask=inside[:, None] & (i_ok | EVEN_K)[None, :], other=0.0)
-            wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * tl.cast(stride_wt, tl.int64), mask=w_ok, other=0.0)
-            acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
-            if not CENTRED:
-                a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
+    if FOLD_X:
+        acc = conv3x3_rows(x_ptr + b * stride_xb, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, stride_xh, stride_xw,
+                           stride_wt, stride_wi, stride_wo, acc_dtype, FLIP, INPUT_PRECISION, EVEN_K, EVEN_WK, EVEN_N,
+                           BLOCK_K)
+    else:
+        for i0 in range(0, C_IN, BLOCK_K):
+            i = i0 + tl.arange(0, BLOCK_K)
+            i_ok = i < C_IN
+            # one pointer tile at the window's centre; tap t adds its (row, column) shift, so the
+            # centre column's taps keep the tile's alignment (vector loads along an aligned W)
+            a_ptrs = x_ptr + b * stride_xb + i.to(tl.int64)[None, :] * stride_xc + pix
+            if not CENTRED:  # walked from the top-left tap (channel-fast inputs: every tap is aligned)
+                a_ptrs = a_ptrs - stride_xh - stride_xw
+            w_ptrs = w_ptr + i.to(tl.int64)[:, None] * stride_wi + n[None, :] * stride_wo
+            w_ok = (i_ok | EVEN_K | EVEN_WK)[:, None] & ((n < W_OUT) | EVEN_N)[None, :]
+            for t in tl.static_range(9):
+                inside = rows[t // 3] & cols[t % 3]
+                a = tl.load(a_ptrs + tap_offset(t, stride_xh, stride_xw) if CENTRED else a_ptrs,
+                            mask=inside[:, None] & (i_ok | EVEN_K)[None, :], other=0.0)
+                wt = tl.load(w_ptrs + ((8 - t) if FLIP else t) * tl.cast(stride_wt, tl.int64), mask=w_ok, other=0.0)
+                acc = tl.dot(a.to(wt.dtype), wt, acc, input_precision=INPUT_PRECISION, out_dtype=acc_dtype)
+                if not CENTRED:
+                    a_ptrs = window_step(a_ptrs, t, 3, stride_xh, stride_xw)
     # epilogue: the optional terms, then one store
     if HAS_BIAS:
         acc += tl.load(bias_ptr + n, mask=n_ok, other=0.0).to(acc_dtype)[None, :]
@@ -148,10 +208,20 @@ def conv3x3_kernel(
 
 
 def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gated: bool = False) -> dict:
-    """Tile sizes for ``conv3x3_kernel`` from static properties only (channels, layout, dtype,
-    direction, target), so a traced or exported call makes no guard on the spatial sizes.
+    """Tile sizes for ``conv3x3_kernel`` from static properties (channels, layout, dtype,
+    direction, target) and the width where it is a plain int, so a traced or exported call with
+    symbolic sizes makes no guard on them.
 
-    128 pixels (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
+    An input at most MAX_FOLD_WIDTH wide on sm_90, in either layout, folds the tap columns
+    (FOLD_X): a tile of whole rows, next_pow2(W) wide and at least 128 pixels, 8 warps, two
+    pipeline stages (cp.async), 64 bytes of input channels a step, which leaves two programs an
+    SM in shared memory (86 KB a program in bf16 and float32 forwards; 64 bf16 input channels
+    would take 172 KB and one program). Speed model, headline case (sm_90, triton 3.6, bf16
+    NCHW): the high-resolution semi-shift 143.7 -> 21.7 us, the low-resolution 35.0 -> 5.0 us,
+    the encoder's input gradient 198 -> 93 us, the decoder's 55.5 -> 22 us (docs/PERFORMANCE.md
+    has every layout and dtype).
+
+    Otherwise 128 pixels (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
     traffic against 64 (each program streams the whole packed weight from L2); 8 warps and no
     software pipelining (num_stages=1) on sm_90; sm_80's ptxas caps 8-warp programs at 80
     registers and spills, so there 4 warps hold the tile and at most 32 output channels
@@ -167,8 +237,17 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     hopper = target.arch >= 90
     wide_k = hopper and not flip and x.element_size() <= 2
     warps = 4 if not hopper or (flip and not gated) else 8
+    width = x.shape[3]
+    if hopper and isinstance(width, int) and width <= MAX_FOLD_WIDTH:
+        tx = next_pow2(width, 16)  # whole rows a tile: the tap columns fold into three accumulators
+        block_k = min(max(16, 64 // x.element_size()), next_pow2(x.shape[1], 16))  # 64 bytes of channels
+        return dict(TX=tx, BLOCK_P=max(128, tx), BLOCK_K=block_k, BLOCK_N=min(64, next_pow2(c_out, 16)), FOLD_X=True,
+                    num_warps=8, num_stages=2)
     return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(64 if wide_k else 32, next_pow2(x.shape[1], 16)),
-                BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), num_warps=warps, num_stages=1)
+                BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), FOLD_X=False, num_warps=warps, num_stages=1)
+
+
+MAX_FOLD_WIDTH = 256  # widest image a FOLD_X tile spans (its tile: next_pow2(W) x BLOCK_N accumulators, three)
 
 
 def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, add=None, gate=None, scale=1,
@@ -213,8 +292,10 @@ def conv3x3_plan(x, w_shape, w_strides, c_out, out_strides, lo_strides, add_stri
     meta = dict(SCALE=scale, FLIP=flip, HAS_BIAS=has_bias, HAS_TAP_BIAS=has_tap_bias, HAS_LO=has_lo, HAS_ADD=has_add,
                 GATED_ADD=gated, ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision,
                 # each flag where the compile report shows it pays (with triton 3.6, the GPU image's,
-                # unmasked channel-fast loads and unmasked transposed weights hold more registers)
+                # unmasked channel-fast loads and unmasked transposed weight columns hold more
+                # registers; on sm_80 unmasked weight rows spill 8 bytes in one input gradient)
                 EVEN_K=pixel_fast and c_in % cfg["BLOCK_K"] == 0,
+                EVEN_WK=flip and w_shape[1] % cfg["BLOCK_K"] == 0 and target.arch >= 90,
                 EVEN_N=not flip and w_out % cfg["BLOCK_N"] == 0, CENTRED=pixel_fast, **cfg)
     return LaunchPlan(grids, args, meta)
 
@@ -314,16 +395,22 @@ def conv3x3_weight_grad_kernel(
             tl.store(tap_part_ptr + (chunk * 9 + t) * NP + n, taps[t])
 
 
-def weight_grad_config(x: torch.Tensor, np_: int, target) -> dict:
-    """Tiles of ``conv3x3_weight_grad_kernel`` (static properties only). sm_90: 64 input
+def weight_grad_config(x, g, np_: int, target) -> dict:
+    """Tiles of ``conv3x3_weight_grad_kernel`` (static properties of ``x`` and the gradient
+    ``g``, tensors or ``Spec``s). sm_90: 64 input
     channels x NP per accumulator (the dot's M = 64 takes wgmma), 9 accumulators over 8 warps,
     64 pixels a step (32 in float32, whose nine gradient tiles in flight hold twice the registers:
     64 spill 16 bytes under triton 3.6). sm_80 (mma.sync keeps both operands in registers):
     16 x NP over 4 warps, one row of 32 pixels a step (16 in float32 or channels_last: what
-    compiles there without spills)."""
+    compiles there without spills). Two pipeline stages on sm_90 (the gradient tiles' 4-byte
+    float32 loads become cp.async even where a one-pixel shift breaks their vectors), except for
+    16-bit x with a channel-fast gradient (the low-resolution branch), where the model puts them
+    slower (48.8 -> 53.6 us). Speed model, headline, sm_90, triton 3.6: high-resolution bf16
+    145 -> 128 us, float32 234 -> 145 us; low-resolution float32 96.5 -> 79.9 us."""
     if target.arch >= 90:
         return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=64 if x.element_size() <= 2 else 32,
-                    BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=8, num_stages=1)
+                    BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=8,
+                    num_stages=1 if channel_fast(g) and x.element_size() <= 2 else 2)
     block_p = 32 if x.element_size() <= 2 and not channel_fast(x) else 16
     return dict(TX=block_p, BLOCK_P=block_p, BLOCK_C=16, NP=np_, num_warps=4, num_stages=1)
 
@@ -335,7 +422,7 @@ def conv3x3_weight_grad(g, x, slot=None):
 
     def build():
         target = target_of(x)
-        return weight_grad_plan(g.shape, g.stride(), spec(x), target, dot_precision(x.dtype, target))
+        return weight_grad_plan(spec(g), spec(x), target, dot_precision(x.dtype, target))
 
     plan = slot_plan(slot, build)
     n_chunks, np_ = plan.grids[0][1][0], plan.meta["NP"]
@@ -347,17 +434,17 @@ def conv3x3_weight_grad(g, x, slot=None):
 
 
 @cached_plan
-def weight_grad_plan(g_shape, g_strides, x, target, precision) -> LaunchPlan:
-    """``conv3x3_weight_grad``'s launch for one signature (``x`` a ``Spec``); the
+def weight_grad_plan(g, x, target, precision) -> LaunchPlan:
+    """``conv3x3_weight_grad``'s launch for one signature (``g``, ``x``: ``Spec``s); the
     number of chunks is its grid's axis 0, ``meta["NP"]`` the partials' padded width."""
-    b, n, h, w = g_shape
+    b, n, h, w = g.shape
     c = x.shape[1]
     np_ = next_pow2(n, 16)
     if 9 * c * np_ >= 2**31:  # one chunk's partials are indexed in 32 bits (bench.tools.aot, BOUNDED_ARGS)
         raise ValueError(f"x: {c} channels make a weight-gradient chunk 9 x {c} x {np_} >= 2**31 elements")
     n_chunks = b * cdiv(h, WGRAD_ROWS)
-    cfg = weight_grad_config(x, np_, target)
+    cfg = weight_grad_config(x, g, np_, target)
     check_grid_axis1(cdiv(c, cfg["BLOCK_C"]), "conv3x3 weight gradient (blocks of input channels)")
     grid = (n_chunks, cdiv(c, cfg["BLOCK_C"]))
-    return LaunchPlan(((slice(None), grid),), (n, c, h, w, WGRAD_ROWS, *g_strides, *x.stride()),
+    return LaunchPlan(((slice(None), grid),), (n, c, h, w, WGRAD_ROWS, *g.stride(), *x.stride()),
                       dict(ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision, **cfg))
