@@ -49,12 +49,20 @@ CONV_CASES = [(2, 5, 6, 3, 7, "nchw"), (1, 40, 25, 5, 16, "nchw"), (1, 8, 40, 4,
 CONV_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
-def conv_problem(b, c_in, c_out, h, w, layout, dtype, monkeypatch, arch):
-    """Tiles for sm_<arch>; an input (b, c_in, h, w) in ``layout``; packed weights (9, c_in, KP)
-    zero-padded past c_out and the same as a float64 (c_out, c_in, 3, 3) conv2d weight; a
-    low-resolution gate logit (b, ceil(h / 2), ceil(w / 2)) and its float64 sigmoid at (h, w)."""
-    from fade_triton.ops import helpers
-    monkeypatch.setattr(helpers, "SIMULATED_TARGET", Target(arch, interpreter=not ON_CUDA))
+TILINGS = ["sm90", "sm80", "sm90-taps"]  # the target's tiles; "taps": FOLD_X off (images wider than it spans)
+
+
+def conv_problem(b, c_in, c_out, h, w, layout, dtype, request, monkeypatch, tiling):
+    """The ``tiling``'s target (and for "-taps" MAX_FOLD_WIDTH 0, the plan cache cleared around the
+    test); an input (b, c_in, h, w) in ``layout``; packed weights (9, c_in, KP) zero-padded past
+    c_out and the same as a float64 (c_out, c_in, 3, 3) conv2d weight; a low-resolution gate logit
+    (b, ceil(h / 2), ceil(w / 2)) and its float64 sigmoid at (h, w)."""
+    from fade_triton.ops import conv3x3, helpers
+    monkeypatch.setattr(helpers, "SIMULATED_TARGET", Target(80 if tiling == "sm80" else 90, interpreter=not ON_CUDA))
+    if tiling.endswith("taps"):
+        monkeypatch.setattr(conv3x3, "MAX_FOLD_WIDTH", 0)
+        conv3x3.conv3x3_plan.cache_clear()
+        request.addfinalizer(conv3x3.conv3x3_plan.cache_clear)  # no plan of this test outlives it
     x = torch.randn(b, c_in, h, w).to(dtype)
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
@@ -66,34 +74,37 @@ def conv_problem(b, c_in, c_out, h, w, layout, dtype, monkeypatch, arch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
-@pytest.mark.parametrize("arch", [90, 80], ids=["sm90-fold", "sm80-taps"])
+@pytest.mark.parametrize("tiling", TILINGS)
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "b{}i{}o{}h{}w{}-{}".format(*c))
-def test_conv3x3_kernel(case, arch, dtype, poisoned, monkeypatch):
+def test_conv3x3_kernel(case, tiling, dtype, poisoned, request, monkeypatch):
     """The 3x3 'same' convolution with its epilogue (bias, a low-resolution addend at s = 2, a
-    gated addend) against float64 conv2d: on sm_90 the folded tap columns (whole-row tiles,
-    three accumulators shifted once), on sm_80 every tap a load."""
+    gated addend) against float64 conv2d: with the folded tap columns (whole-row tiles, three
+    accumulators shifted once) on sm_90 and sm_80 tiles, and with a load per tap."""
+    from fade_triton.ops import helpers
     from fade_triton.ops.conv3x3 import conv3x3, conv3x3_config
     b, c_in, c_out, h, w, layout = case
-    x, packed, weight, gate, g = conv_problem(b, c_in, c_out, h, w, layout, dtype, monkeypatch, arch)
+    x, packed, weight, gate, g = conv_problem(b, c_in, c_out, h, w, layout, dtype, request, monkeypatch, tiling)
     bias, add = torch.randn(c_out).to(dtype), torch.randn(b, c_out, h, w)
     lo = torch.randn(b, c_out, (h + 1) // 2, (w + 1) // 2)
     out = torch.empty(b, c_out, h, w, dtype=dtype)
     conv3x3(x, packed, c_out, out, bias=bias, lo=lo, add=add, gate=gate, scale=2)
     expect = torch.nn.functional.conv2d(x.double(), weight, bias.double(), padding=1)
     expect += ref.up(lo.double(), 2)[..., :h, :w] + g * add
-    assert conv3x3_config(spec(x), c_out, Target(arch))["FOLD_X"] == (arch == 90)
+    assert conv3x3_config(spec(x), c_out, helpers.SIMULATED_TARGET)["FOLD_X"] == (tiling != "sm90-taps")
     assert_close_rel(out, expect, CONV_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
-@pytest.mark.parametrize("arch", [90, 80], ids=["sm90-fold", "sm80-taps"])
+@pytest.mark.parametrize("tiling", TILINGS)
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "b{}i{}o{}h{}w{}-{}".format(*c))
-def test_conv3x3_input_grad_kernel(case, arch, dtype, poisoned, monkeypatch):
+def test_conv3x3_input_grad_kernel(case, tiling, dtype, poisoned, request, monkeypatch):
     """The transposed 3x3 (the input gradient: packed weights read transposed and mirrored, their
-    zero-padded rows unmasked) with a gated addend, against float64 conv_transpose2d."""
-    from fade_triton.ops.conv3x3 import conv3x3_input_grad
+    zero-padded rows unmasked on sm_90) with a gated addend, against float64 conv_transpose2d:
+    folded on sm_90, a load per tap on sm_80 and with the fold off."""
+    from fade_triton.ops import helpers
+    from fade_triton.ops.conv3x3 import conv3x3_config, conv3x3_input_grad
     b, c, n, h, w, layout = case  # c: the forward's input channels (the gradient's), n: its outputs
-    _, packed, weight, gate, g = conv_problem(b, c, n, h, w, layout, dtype, monkeypatch, arch)
+    _, packed, weight, gate, g = conv_problem(b, c, n, h, w, layout, dtype, request, monkeypatch, tiling)
     grad = torch.randn(b, n, h, w).to(dtype)
     if layout == "channels_last":
         grad = grad.to(memory_format=torch.channels_last)
@@ -101,6 +112,7 @@ def test_conv3x3_input_grad_kernel(case, arch, dtype, poisoned, monkeypatch):
     out = torch.empty(b, c, h, w, dtype=dtype)
     conv3x3_input_grad(grad, packed, c, out, add=add, gate=gate, scale=2)
     expect = torch.nn.functional.conv_transpose2d(grad.double(), weight, padding=1) + g * add
+    assert conv3x3_config(spec(grad), c, helpers.SIMULATED_TARGET, flip=True)["FOLD_X"] == (tiling == "sm90")
     assert_close_rel(out, expect, CONV_TOL[dtype])
 
 

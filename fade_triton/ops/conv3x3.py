@@ -212,14 +212,17 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     direction, target) and the width where it is a plain int, so a traced or exported call with
     symbolic sizes makes no guard on them.
 
-    An input at most MAX_FOLD_WIDTH wide on sm_90, in either layout, folds the tap columns
+    An input at most MAX_FOLD_WIDTH wide, in either layout, folds the tap columns on sm_90
     (FOLD_X): a tile of whole rows, next_pow2(W) wide and at least 128 pixels, 8 warps, two
     pipeline stages (cp.async), 64 bytes of input channels a step, which leaves two programs an
     SM in shared memory (86 KB a program in bf16 and float32 forwards; 64 bf16 input channels
     would take 172 KB and one program). Speed model, headline case (sm_90, triton 3.6, bf16
     NCHW): the high-resolution semi-shift 143.7 -> 21.7 us, the low-resolution 35.0 -> 5.0 us,
     the encoder's input gradient 198 -> 93 us, the decoder's 55.5 -> 22 us (docs/PERFORMANCE.md
-    has every layout and dtype).
+    has every layout and dtype). sm_80 (mma.sync holds the operands and the three accumulators
+    in registers) folds the forward only, with 4 warps and 16 output channels a program: the
+    model, not calibrated there, puts the high-resolution semi-shift at 338 -> 42 us (bf16 NCHW)
+    and its folded input gradients slower (489 -> 610 us).
 
     Otherwise 128 pixels (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
     traffic against 64 (each program streams the whole packed weight from L2); 8 warps and no
@@ -238,11 +241,12 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     wide_k = hopper and not flip and x.element_size() <= 2
     warps = 4 if not hopper or (flip and not gated) else 8
     width = x.shape[3]
-    if hopper and isinstance(width, int) and width <= MAX_FOLD_WIDTH:
+    if (hopper or not flip) and isinstance(width, int) and width <= MAX_FOLD_WIDTH:
         tx = next_pow2(width, 16)  # whole rows a tile: the tap columns fold into three accumulators
         block_k = min(max(16, 64 // x.element_size()), next_pow2(x.shape[1], 16))  # 64 bytes of channels
-        return dict(TX=tx, BLOCK_P=max(128, tx), BLOCK_K=block_k, BLOCK_N=min(64, next_pow2(c_out, 16)), FOLD_X=True,
-                    num_warps=8, num_stages=2)
+        block_n = min(64 if hopper else 16, next_pow2(c_out, 16))
+        return dict(TX=tx, BLOCK_P=max(128, tx), BLOCK_K=block_k, BLOCK_N=block_n, FOLD_X=True,
+                    num_warps=8 if hopper else 4, num_stages=2)
     return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(64 if wide_k else 32, next_pow2(x.shape[1], 16)),
                 BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), FOLD_X=False, num_warps=warps, num_stages=1)
 
