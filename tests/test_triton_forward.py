@@ -41,11 +41,13 @@ def test_semi_shift_kernels(shape, lite, dtype, poisoned):
     assert_close_rel(lo[..., k * k], gate, TOL[dtype])
 
 
-# conv3x3_kernel alone: (b, c_in, c_out, h, w, layout). Widths 7, 16, 33 and 130: whole-row tiles
-# (FOLD_X) of 16, 16, 64 and 256 columns on sm_90 (16: a row's last pixel is the tile's, so the
-# right-hand shift must stop at the row's end); c_in = 40 two channel steps with a remainder.
+# conv3x3_kernel alone: (b, c_in, c_out, h, w, layout). Widths 7, 16, 20, 33 and 130: whole-row
+# tiles (FOLD_X) of 16, 16, 32, 64 and 256 columns (16: a row's last pixel is the tile's, so the
+# right-hand shift must stop at the row's end; 130: the input gradient keeps its tap loads);
+# c_in = 40 ends on a partial channel step, 32 on a whole one (no channel mask: EVEN_K).
 CONV_CASES = [(2, 5, 6, 3, 7, "nchw"), (1, 40, 25, 5, 16, "nchw"), (1, 8, 40, 4, 33, "nchw"),
-              (1, 6, 9, 2, 130, "nchw"), (1, 12, 25, 4, 9, "channels_last"), (1, 40, 6, 3, 16, "channels_last")]
+              (1, 6, 9, 2, 130, "nchw"), (1, 32, 9, 3, 20, "nchw"), (1, 12, 25, 4, 9, "channels_last"),
+              (1, 40, 6, 3, 16, "channels_last")]
 CONV_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
@@ -90,7 +92,8 @@ def test_conv3x3_kernel(case, tiling, dtype, poisoned, request, monkeypatch):
     conv3x3(x, packed, c_out, out, bias=bias, lo=lo, add=add, gate=gate, scale=2)
     expect = torch.nn.functional.conv2d(x.double(), weight, bias.double(), padding=1)
     expect += ref.up(lo.double(), 2)[..., :h, :w] + g * add
-    assert conv3x3_config(spec(x), c_out, helpers.SIMULATED_TARGET)["FOLD_X"] == (tiling != "sm90-taps")
+    folded = tiling != "sm90-taps" and dtype != torch.float64  # float64 keeps the tap loads (it spills folded)
+    assert conv3x3_config(spec(x), c_out, helpers.SIMULATED_TARGET)["FOLD_X"] == folded
     assert_close_rel(out, expect, CONV_TOL[dtype])
 
 
@@ -100,7 +103,7 @@ def test_conv3x3_kernel(case, tiling, dtype, poisoned, request, monkeypatch):
 def test_conv3x3_input_grad_kernel(case, tiling, dtype, poisoned, request, monkeypatch):
     """The transposed 3x3 (the input gradient: packed weights read transposed and mirrored, their
     zero-padded rows unmasked on sm_90) with a gated addend, against float64 conv_transpose2d:
-    folded on sm_90, a load per tap on sm_80 and with the fold off."""
+    folded on sm_90 (up to 128 columns), a load per tap on sm_80 and with the fold off."""
     from fade_triton.ops import helpers
     from fade_triton.ops.conv3x3 import conv3x3_config, conv3x3_input_grad
     b, c, n, h, w, layout = case  # c: the forward's input channels (the gradient's), n: its outputs
@@ -112,8 +115,22 @@ def test_conv3x3_input_grad_kernel(case, tiling, dtype, poisoned, request, monke
     out = torch.empty(b, c, h, w, dtype=dtype)
     conv3x3_input_grad(grad, packed, c, out, add=add, gate=gate, scale=2)
     expect = torch.nn.functional.conv_transpose2d(grad.double(), weight, padding=1) + g * add
-    assert conv3x3_config(spec(grad), c, helpers.SIMULATED_TARGET, flip=True)["FOLD_X"] == (tiling == "sm90")
+    folded = tiling == "sm90" and dtype != torch.float64 and w <= 128
+    assert conv3x3_config(spec(grad), c, helpers.SIMULATED_TARGET, flip=True)["FOLD_X"] == folded
     assert_close_rel(out, expect, CONV_TOL[dtype])
+
+
+@pytest.mark.parametrize("shape,flip,dtype,folded", [
+    ((1, 8, 1000, 200), False, torch.bfloat16, True), ((1, 8, 70000, 200), False, torch.bfloat16, False),
+    ((1, 8, 70000, 8), False, torch.bfloat16, True), ((1, 8, 10, 300), False, torch.bfloat16, False),
+    ((1, 8, 10, 128), True, torch.float32, True), ((1, 8, 10, 130), True, torch.float32, False),
+    ((1, 8, 10, 64), False, torch.float64, False)])
+def test_conv3x3_fold_choice(shape, flip, dtype, folded):
+    """Whole-row tiles where they fit: up to 256 columns (input gradients 128), not float64, and
+    not where one-row tiles would pass grid axis 1's 65,535 (at width 8 a tile holds 8 rows)."""
+    from fade_triton.ops.conv3x3 import conv3x3_config
+    x = torch.empty(shape, dtype=dtype, device="meta")
+    assert conv3x3_config(spec(x), 25, Target(90), flip=flip)["FOLD_X"] == folded
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)

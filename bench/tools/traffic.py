@@ -48,7 +48,7 @@ def forward_traffic(case: Case, layout: str = "nchw") -> list[dict]:
         else:
             halo = _halo(tile_rows, tile_cols, 1)
             what = f"input halo x{halo:.2f}"
-        programs = -(-pixels // conv["BLOCK_P"])
+        programs = b * cdiv(pixels // (b * width), tile_rows) * cdiv(width, tile_cols)
         rows.append(dict(kernel=name, minimum=pixels * c * e + weights + out_bytes + extra,
                          requested=pixels * c * e * halo + weights * programs + out_bytes
                          + (p * k2 * 4 if extra else 0),

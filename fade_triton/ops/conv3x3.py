@@ -20,6 +20,7 @@ import triton.language as tl
 
 from .helpers import (LaunchPlan, accumulator_dtype, batch_grids, cached_plan, cdiv, channel_fast, check_grid_axis1,
                       dot_precision, launch, next_pow2, slot_plan, spec, strides, target_of)
+from . import helpers
 from .window import tap_masks, window_step
 
 
@@ -216,7 +217,9 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     (FOLD_X): a tile of whole rows, next_pow2(W) wide and at least 128 pixels, 8 warps, two
     pipeline stages (cp.async), 64 bytes of input channels a step, which leaves two programs an
     SM in shared memory (86 KB a program in bf16 and float32 forwards; 64 bf16 input channels
-    would take 172 KB and one program). Speed model, headline case (sm_90, triton 3.6, bf16
+    would take 172 KB and one program; tiles of 256 columns, for images 129-256 wide, take 135-172
+    KB and one program). Not for: input gradients wider than 128 and float64 (they spill), images
+    whose row tiles pass grid axis 1's limit. Speed model, headline case (sm_90, triton 3.6, bf16
     NCHW): the high-resolution semi-shift 143.7 -> 21.7 us, the low-resolution 35.0 -> 5.0 us,
     the encoder's input gradient 198 -> 93 us, the decoder's 55.5 -> 22 us (docs/PERFORMANCE.md
     has every layout and dtype). sm_80 (mma.sync holds the operands and the three accumulators
@@ -224,7 +227,8 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     model, not calibrated there, puts the high-resolution semi-shift at 338 -> 42 us (bf16 NCHW)
     and its folded input gradients slower (489 -> 610 us).
 
-    Otherwise 128 pixels (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
+    Otherwise (figures from before the fold, for the launches that keep these tiles) 128 pixels
+    (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
     traffic against 64 (each program streams the whole packed weight from L2); 8 warps and no
     software pipelining (num_stages=1) on sm_90; sm_80's ptxas caps 8-warp programs at 80
     registers and spills, so there 4 warps hold the tile and at most 32 output channels
@@ -240,9 +244,12 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     hopper = target.arch >= 90
     wide_k = hopper and not flip and x.element_size() <= 2
     warps = 4 if not hopper or (flip and not gated) else 8
-    width = x.shape[3]
-    if (hopper or not flip) and isinstance(width, int) and width <= MAX_FOLD_WIDTH:
-        tx = next_pow2(width, 16)  # whole rows a tile: the tap columns fold into three accumulators
+    height, width = x.shape[2:]
+    tx = next_pow2(width, 16) if isinstance(width, int) else 0
+    widest = MAX_FOLD_WIDTH if not flip else min(MAX_FOLD_WIDTH, 128)
+    if (tx and width <= widest and (hopper or not flip) and x.element_size() <= 4
+            and isinstance(height, int) and cdiv(height, max(1, 128 // tx)) <= helpers.MAX_GRID_YZ):
+        # whole rows a tile: the tap columns fold into three accumulators
         block_k = min(max(16, 64 // x.element_size()), next_pow2(x.shape[1], 16))  # 64 bytes of channels
         block_n = min(64 if hopper else 16, next_pow2(c_out, 16))
         return dict(TX=tx, BLOCK_P=max(128, tx), BLOCK_K=block_k, BLOCK_N=block_n, FOLD_X=True,
