@@ -245,14 +245,14 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     wide_k = hopper and not flip and x.element_size() <= 2
     warps = 4 if not hopper or (flip and not gated) else 8
     height, width = x.shape[2:]
-    tx = next_pow2(width, 16) if isinstance(width, int) else 0
+    tx = next_pow2(width, 16) if isinstance(width, int) else 0  # whole rows a tile: the tap columns fold
+    block_p = max(128, tx)
     widest = MAX_FOLD_WIDTH if not flip else min(MAX_FOLD_WIDTH, 128)
     if (tx and width <= widest and (hopper or not flip) and x.element_size() <= 4
-            and isinstance(height, int) and cdiv(height, max(1, 128 // tx)) <= helpers.MAX_GRID_YZ):
-        # whole rows a tile: the tap columns fold into three accumulators
+            and isinstance(height, int) and cdiv(height, block_p // tx) <= helpers.MAX_GRID_YZ):
         block_k = min(max(16, 64 // x.element_size()), next_pow2(x.shape[1], 16))  # 64 bytes of channels
         block_n = min(64 if hopper else 16, next_pow2(c_out, 16))
-        return dict(TX=tx, BLOCK_P=max(128, tx), BLOCK_K=block_k, BLOCK_N=block_n, FOLD_X=True,
+        return dict(TX=tx, BLOCK_P=block_p, BLOCK_K=block_k, BLOCK_N=block_n, FOLD_X=True,
                     num_warps=8 if hopper else 4, num_stages=2)
     return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(64 if wide_k else 32, next_pow2(x.shape[1], 16)),
                 BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), FOLD_X=False, num_warps=warps, num_stages=1)
