@@ -257,19 +257,24 @@ def test_weight_gradient_over_several_chunks():
     assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=s), inputs, torch.randn(en.shape), s, 1e-5)
 
 
+@pytest.mark.parametrize("arch", [90, 80], ids=["sm90", "sm80"])  # the two targets' tiles
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(channels_last, poisoned):
+def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(channels_last, arch, poisoned):
     """``conv3x3_weight_grad`` alone, in float64: its chunk partials summed over the chunks are
     the 3x3 weight gradient sum_p x[p + t] g[p] (x zero outside the image) and its tap sums are
     sum over the pixels p with p + t in the image of g[p]; rows over two chunks, a partial last
-    chunk, N below the padded NP, channels that are not a whole block."""
-    from fade_triton.ops.conv3x3 import WGRAD_ROWS, conv3x3_weight_grad
+    chunk, N below the padded NP, channels that are not a whole block, images wider than a tile
+    row (the tap sums' edge rows in several steps), with sm_90's and sm_80's tiles."""
+    from fade_triton.ops.conv3x3 import WGRAD_ROWS, conv3x3_weight_grad, weight_grad_config
+    from fade_triton.testing import simulated_gpu
 
-    b, c, n, h, w = 2, 5, 3, WGRAD_ROWS + 3, 7
+    b, c, n, h, w = 2, 5, 3, WGRAD_ROWS + 3, 37
     x, g = torch.randn(b, c, h, w, dtype=torch.float64), torch.randn(b, n, h, w, dtype=torch.float64)
     if channels_last:
         x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
-    part, taps = conv3x3_weight_grad(g, x)
+    with simulated_gpu(arch) as target:
+        assert w > weight_grad_config(x, g, 16, target)["TX"]
+        part, taps = conv3x3_weight_grad(g, x)
     xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
     inside = torch.nn.functional.pad(torch.ones(1, 1, h, w, dtype=torch.float64), (1, 1, 1, 1))
     for t in range(9):

@@ -57,7 +57,7 @@ _ARG = re.compile(r"%([A-Za-z_]\w*): i32\b")
 # gradient (K * s times either < 2**31, checked by ``ops.reassemble_bwd.reassemble_bwd``). Every other size or stride argument may reach 2**31 in a product.
 BOUNDED_ARGS = {
     "conv3x3_kernel": {"stride_wt", "stride_wi", "stride_wo", "stride_tb"},
-    "conv3x3_weight_grad_kernel": {"ROWS", "C", "N"},
+    "conv3x3_weight_grad_kernel": {"C", "N"},
     "unfold_weight_grad_kernel": {"C", "E", "K2", "stride_wk_k", "stride_wk_e", "stride_wk_t"},
     "reassemble_fwd_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT", "R"},
     "reassemble_fwd_dot_kernel": {"C_GROUP", "GROUPS", "SPLITS", "C_SPLIT"},

@@ -23,19 +23,67 @@ import fade_triton as ft
 from fade_triton.testing import recorded_launches, simulated_gpu
 
 
-def per_call_us(fn, repeats: int) -> float:
+def per_call_us(fn, repeats: int, reference=None) -> tuple[float, float | None]:
+    """Median µs per call of ``fn`` and, where given, of ``reference`` timed alternately with it
+    (call by call, so that a machine whose speed drifts during the run moves both alike)."""
     for _ in range(20):  # warm-up: first-call caches (weights, dispatch)
         fn()
-    times = []
+        if reference is not None:
+            reference()
+    times, ref_times = [], []
     for _ in range(repeats):
+        if reference is not None:
+            t0 = time.perf_counter()
+            reference()
+            ref_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1e6 * statistics.median(times)
+    return 1e6 * statistics.median(times), 1e6 * statistics.median(ref_times) if ref_times else None
 
 
-def measure(repeats: int = 500) -> list[tuple[str, float, int]]:
-    """(label, median µs per call, kernel launches per call)."""
+class DoNothing(torch.autograd.Function):
+    """torch's own share of a FADE call: an ``autograd.Function`` with the arity of the package's
+    (``ops/fade/op.py``, ``FadeFunction``: 9 differentiable tensors, 5 more, 2 scalars; 3 outputs,
+    2 of them saved and non-differentiable; 13 tensors saved), whose forward and backward only
+    allocate what they return."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        out, a, b = torch.empty_like(tensors[0]), torch.empty(1), torch.empty(1)
+        ctx.mark_non_differentiable(a, b)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*tensors[:11], a, b)
+        return out, a, b
+
+    @staticmethod
+    def backward(ctx, dout, _a, _b):
+        saved = ctx.saved_tensors
+        return (*(torch.empty_like(t) for t in saved[:9]), *(None,) * 7)
+
+
+def torch_floor_step(en, de, model):
+    """One forward+backward of ``DoNothing`` on FADE's inputs and the module's parameters, with
+    the same gradient resets as the measured step: what torch takes before the package does
+    anything (machines differ by 2x and more from hour to hour; the floor, timed in the same run,
+    is the yardstick)."""
+    params = list(model.parameters())[:7]
+    extras = [torch.empty(1) for _ in range(5)]
+    en_g, de_g = en.clone().requires_grad_(), de.clone().requires_grad_()
+    grad = torch.randn_like(en)
+
+    def step():
+        DoNothing.apply(en_g, de_g, *params, *extras, 2, True)[0].backward(grad)
+        en_g.grad = de_g.grad = None
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(repeats: int = 500) -> list[tuple[str, float, int, float | None]]:
+    """(label, median µs per call, kernel launches per call, torch's floor for a forward+backward
+    timed alternately with it, else None)."""
     rows = []
     en, de = torch.randn(2, 64, 16, 16), torch.randn(2, 64, 8, 8)
     with simulated_gpu(90), recorded_launches(run=False) as launches:
@@ -45,7 +93,7 @@ def measure(repeats: int = 500) -> list[tuple[str, float, int]]:
                 launches.clear()
                 model(en, de)
                 n = len(launches)
-                rows.append((f"{cls.__name__} forward", per_call_us(lambda: model(en, de), repeats), n))
+                rows.append((f"{cls.__name__} forward", per_call_us(lambda: model(en, de), repeats)[0], n, None))
             en_g, de_g = en.clone().requires_grad_(), de.clone().requires_grad_()
             grad = torch.randn_like(en)
 
@@ -57,7 +105,8 @@ def measure(repeats: int = 500) -> list[tuple[str, float, int]]:
             launches.clear()
             step()
             n = len(launches)
-            rows.append((f"{cls.__name__} forward+backward", per_call_us(step, repeats // 5), n))
+            us, floor = per_call_us(step, repeats // 5, torch_floor_step(en, de, model))
+            rows.append((f"{cls.__name__} forward+backward", us, n, floor))
     return rows
 
 
@@ -72,8 +121,13 @@ def main(argv=None):
                "unknown CPU") if os.path.exists("/proc/cpuinfo") else "unknown CPU"
     print(f"host time per call, kernels replaced by no-ops; {os.cpu_count()} cores ({cpu}), "
           f"torch {torch.__version__}, python {sys.version.split()[0]}")
-    for label, us, n in measure(args.repeats):
-        print(f"  {label:28s} {us:8.1f} µs   ({n} kernel launches)")
+    for label, us, n, floor in measure(args.repeats):
+        line = f"  {label:28s} {us:8.1f} µs   ({n} kernel launches)"
+        if floor is not None:
+            line += f"; torch's floor {floor:.1f} µs, {us - floor:.1f} above it ({us / floor:.1f}x)"
+        print(line)
+    print("  torch's floor: a do-nothing autograd.Function of FADE's arity with the same gradient resets, "
+          "timed call by call alternately with the row")
 
 
 if __name__ == "__main__":

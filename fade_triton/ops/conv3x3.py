@@ -3,9 +3,9 @@
 - ``conv3x3_kernel``: out = conv3x3(x; w) with optional epilogue terms (bias, per-tap bias counted
   only inside the image, a low-resolution addend read at (y // s, x // s), a gated addend). With
   ``FLIP`` it reads the weights mirrored: the transposed convolution, i.e. the input gradient.
-- ``conv3x3_weight_grad_kernel``: the weight gradient's partial sums over chunks of rows (all 9
-  taps from one read of each input tile, the gradient tile shifted per tap), reduced in a fixed
-  order by the caller (no atomics).
+- ``conv3x3_weight_grad_kernel``: the weight gradient's partial sums over chunks of rows (one
+  tap row a program: its 3 taps from one read of each input tile, the gradient tile shifted per
+  tap), reduced in a fixed order by the caller (no atomics).
 
 FADE's semi-shift runs on these (``ops/fade/triton_impl.py``) with its 1x1 compressors folded into
 the 3x3 (``ops/fade/fold.py``). Names read forward to backward: ``conv3x3_kernel`` ->
@@ -42,12 +42,13 @@ def tap_offset(t: tl.constexpr, stride_h, stride_w):
 
 
 @triton.jit
-def conv3x3_rows(x_ptr, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, stride_xh, stride_xw, stride_wt, stride_wi,
-                 stride_wo, acc_dtype: tl.constexpr, FLIP: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                 EVEN_K: tl.constexpr, EVEN_WK: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def conv3x3_rows(x_ptr, pix, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, stride_xh, stride_wt, stride_wi, stride_wo,
+                 acc_dtype: tl.constexpr, FLIP: tl.constexpr, INPUT_PRECISION: tl.constexpr, EVEN_K: tl.constexpr,
+                 EVEN_WK: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """``conv3x3_kernel``'s reduction where its tile spans whole rows (FOLD_X): the (BLOCK_P,
-    BLOCK_N) sum over the input channels and the 9 taps for pixels (y, x) of one image
-    (``x_ptr`` at its origin), x < W <= the tile's width.
+    BLOCK_N) sum over the input channels and the 9 taps for pixels (y, x) of one image, x < W <=
+    the tile's width; ``x_ptr``: the image's origin, ``pix``: (BLOCK_P, 1) element offsets of
+    (y, x) from it.
 
     A channel step loads the tile at the 3 tap rows (row shifts keep the tile's alignment) and
     multiplies each by the weights of its 3 tap columns, into the accumulator of that column
@@ -57,7 +58,6 @@ def conv3x3_rows(x_ptr, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, stride_xh,
     BLOCK_P: tl.constexpr = y.shape[0]
     BLOCK_N: tl.constexpr = n.shape[0]
     x_ok = x < W
-    pix = (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None]
     left = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
     centre = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
     right = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
@@ -157,14 +157,14 @@ def conv3x3_kernel(
     p = tl.arange(0, BLOCK_P)
     y = tl.program_id(1) * TY + p // TX
     x = tl.program_id(0) * TX + p % TX
-    rows, cols = tap_masks(y, x, H, W, 1, 3, True)
     pix = (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None]
     acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=acc_dtype)
     if FOLD_X:
-        acc = conv3x3_rows(x_ptr + b * stride_xb, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, stride_xh, stride_xw,
+        acc = conv3x3_rows(x_ptr + b * stride_xb, pix, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, stride_xh,
                            stride_wt, stride_wi, stride_wo, acc_dtype, FLIP, INPUT_PRECISION, EVEN_K, EVEN_WK, EVEN_N,
                            BLOCK_K)
     else:
+        rows, cols = tap_masks(y, x, H, W, 1, 3, True)
         for i0 in range(0, C_IN, BLOCK_K):
             i = i0 + tl.arange(0, BLOCK_K)
             i_ok = i < C_IN
@@ -221,11 +221,11 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     KB and one program). Not for: input gradients wider than 128 and float64 (they spill), images
     whose row tiles pass grid axis 1's limit. Speed model, headline case (sm_90, triton 3.6, bf16
     NCHW): the high-resolution semi-shift 143.7 -> 21.7 us, the low-resolution 35.0 -> 5.0 us,
-    the encoder's input gradient 198 -> 93 us, the decoder's 55.5 -> 22 us (docs/PERFORMANCE.md
-    has every layout and dtype). sm_80 (mma.sync holds the operands and the three accumulators
-    in registers) folds the forward only, with 4 warps and 16 output channels a program: the
-    model, not calibrated there, puts the high-resolution semi-shift at 338 -> 42 us (bf16 NCHW)
-    and its folded input gradients slower (489 -> 610 us).
+    the encoder's input gradient 198 -> 81.5 us (32 output channels a program), the decoder's
+    55.5 -> 22 us (docs/PERFORMANCE.md has every layout and dtype). sm_80 (mma.sync holds the
+    operands and the three accumulators in registers) folds the forward only, with 4 warps and
+    16 output channels a program: the model, not calibrated there, puts the high-resolution
+    semi-shift at 338 -> 42 us (bf16 NCHW) and its folded input gradients slower (489 -> 610 us).
 
     Otherwise (figures from before the fold, for the launches that keep these tiles) 128 pixels
     (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
@@ -251,7 +251,9 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     if (tx and width <= widest and (hopper or not flip) and x.element_size() <= 4
             and isinstance(height, int) and cdiv(height, block_p // tx) <= helpers.MAX_GRID_YZ):
         block_k = min(max(16, 64 // x.element_size()), next_pow2(x.shape[1], 16))  # 64 bytes of channels
-        block_n = min(64 if hopper else 16, next_pow2(c_out, 16))
+        # the gated input gradient (the encoder's, C output channels) 32 a program: 114 registers
+        # and two programs an SM, where 64 held 158 and one
+        block_n = min((32 if flip and gated else 64) if hopper else 16, next_pow2(c_out, 16))
         return dict(TX=tx, BLOCK_P=block_p, BLOCK_K=block_k, BLOCK_N=block_n, FOLD_X=True,
                     num_warps=8 if hopper else 4, num_stages=2)
     return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(64 if wide_k else 32, next_pow2(x.shape[1], 16)),
@@ -320,41 +322,111 @@ def conv3x3_input_grad(g, w, c_out, out, *, add=None, gate=None, scale=1, slot=N
 
 
 @triton.jit
+def row_sum(g_ptrs, W, n_ok, stride_gw, acc_dtype: tl.constexpr, TX: tl.constexpr):
+    """(sum over the row, first element, last element) of the image row at ``g_ptrs`` ((NP,)
+    pointers to its channels at column 0), W columns, TX a step."""
+    x = tl.arange(0, TX)
+    total = tl.zeros(g_ptrs.shape, acc_dtype)
+    for x0 in range(0, W, TX):
+        row = tl.load(g_ptrs[None, :] + (x0 + x).to(tl.int64)[:, None] * stride_gw,
+                      mask=(x0 + x < W)[:, None] & n_ok[None, :], other=0.0)
+        total += tl.sum(row.to(acc_dtype), 0)
+    first = tl.load(g_ptrs, mask=n_ok, other=0.0).to(acc_dtype)
+    last = tl.load(g_ptrs + (W - 1) * tl.cast(stride_gw, tl.int64), mask=n_ok, other=0.0).to(acc_dtype)
+    return total, first, last
+
+
+@triton.jit
+def tap_sum_shares(g_ptrs, out_ptrs, total, r0, r1, H, W, n_ok, stride_gh, stride_gw, acc_dtype: tl.constexpr,
+                   TX: tl.constexpr, ROWS: tl.constexpr):
+    """Write one chunk's share of the 9 tap sums, sum_{r in image, r + (i - 1, j - 1) in image}
+    g[r], to out_ptrs + t * NP (t = 3i + j): the chunk's total minus the image row and column
+    that tap t leaves out where the chunk holds them, plus their corner (subtracted twice). The
+    chunks' shares add up to the tap sums; each is not the sum over its own shifted window. So
+    the channel loop only adds the centre tile, element by element (summing the 9 shifted tiles
+    across threads every step took 430 of the low-resolution launch's 849 instructions a step).
+    g_ptrs: (NP,) pointers to the gradient's channels at the image's origin; total: the gradient
+    summed over the chunk's rows r0 .. r1 - 1 (all columns)."""
+    NP: tl.constexpr = total.shape[0]
+    # the first and the last column over the chunk's rows: (ROWS, NP) tiles
+    y = r0 + tl.arange(0, ROWS)
+    col_ptrs = g_ptrs[None, :] + y.to(tl.int64)[:, None] * stride_gh
+    col_ok = (y < r1)[:, None] & n_ok[None, :]
+    first_col = tl.sum(tl.load(col_ptrs, mask=col_ok, other=0.0).to(acc_dtype), 0)
+    last_col = tl.load(col_ptrs + (W - 1) * tl.cast(stride_gw, tl.int64), mask=col_ok, other=0.0)
+    last_col = tl.sum(last_col.to(acc_dtype), 0)
+    # the image's first row (if this chunk holds it) and last row (likewise)
+    zero = tl.zeros((NP,), acc_dtype)
+    top, bottom, top_left, top_right, bottom_left, bottom_right = zero, zero, zero, zero, zero, zero
+    if r0 == 0:
+        top, top_left, top_right = row_sum(g_ptrs, W, n_ok, stride_gw, acc_dtype, TX)
+    if r1 == H:
+        bottom, bottom_left, bottom_right = row_sum(g_ptrs + (H - 1) * tl.cast(stride_gh, tl.int64), W, n_ok, stride_gw,
+                                                    acc_dtype, TX)
+    for t in tl.static_range(9):
+        # tap t = 3i + j reads g at q - (i - 1, j - 1): i = 0 leaves out the first row, i = 2 the
+        # last; j likewise with the columns
+        share = total
+        if t // 3 == 0:
+            share -= top
+        if t // 3 == 2:
+            share -= bottom
+        if t % 3 == 0:
+            share -= first_col
+        if t % 3 == 2:
+            share -= last_col
+        if t == 0:
+            share += top_left
+        if t == 2:
+            share += top_right
+        if t == 6:
+            share += bottom_left
+        if t == 8:
+            share += bottom_right
+        tl.store(out_ptrs + t * NP, share)
+
+
+@triton.jit
 def conv3x3_weight_grad_kernel(
     g_ptr, x_ptr, part_ptr, tap_part_ptr,
-    N, C, H, W, ROWS,
+    N, C, H, W,
     stride_gb, stride_gc, stride_gh, stride_gw,
     stride_xb, stride_xc, stride_xh, stride_xw,
     ACC_FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    TX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, NP: tl.constexpr,
+    ROWS: tl.constexpr, TX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, NP: tl.constexpr,
 ):
     """Partial weight gradient of a 3x3 'same' convolution over one chunk of input pixels q:
       part[chunk, t, c, n] = sum_{q in chunk} x[b, c, q] * g[b, n, q - t]       (all 9 taps t)
-      tap_part[chunk, t, n] = sum_{q in chunk, q - t in image} g[b, n, q - t]  (channel block 0)
-    with g zero outside the image: summed over the chunks, sum_p x[p + t] * g[p] (x zero outside).
+    with g zero outside the image: summed over the chunks, sum_p x[p + t] * g[p] (x zero outside);
+    and tap_part[chunk, t, n], the chunk's share of the tap sums sum_{p in image, p + t in image}
+    g[b, n, p] (``tap_sum_shares``: written by the program with the centre tap and channel block 0).
     A chunk is ROWS rows of one image (b = chunk // cdiv(H, ROWS)). The shift is on g, not x: each
-    input tile is read once (unshifted, so vector loads along the contiguous axis) and is the
-    dot's A operand for all 9 taps; the 9 shifted gradient tiles (N <= NP channels, fewer than
-    BLOCK_C) are the B operands, their requests hitting L1 after the first (the 9 accumulators
-    are a tuple: a register array). No atomics: the caller sums the chunks in a fixed order.
+    input tile is loaded unshifted (vector loads along the contiguous axis) and is the dot's A
+    operand for the program's 3 taps; the shifted gradient tiles (N <= NP channels, fewer than
+    BLOCK_C) are the B operands, their requests hitting L1 after the first (the accumulators are a
+    tuple: a register array). No atomics: the caller sums the chunks in a fixed order.
 
     g_ptr: gradient (B, N, H, W), any strides, N <= NP; cast to x's dtype for the dot (fp32
     stays fp32: TF32 or IEEE as INPUT_PRECISION says). x_ptr: the convolution's input
     (B, C, H, W), any strides. part_ptr: (n_chunks, 9, C, NP) contiguous fp32 (fp64).
-    tap_part_ptr: (n_chunks, 9, NP) contiguous. Tile: BLOCK_P pixels as (BLOCK_P // TX) rows
-    x TX columns; BLOCK_C input channels (the dot's M) x NP (N). Grid: (n_chunks, cdiv(C, BLOCK_C)).
+    tap_part_ptr: (n_chunks, 9, NP) contiguous. A program owns one tap row i (its 3 taps, 3
+    accumulators: 64-168 registers, where all 9 held 158-241, so two to four programs an SM):
+    program_id(0) = 3 * chunk + i. Tile: BLOCK_P pixels as (BLOCK_P // TX) rows x TX columns;
+    BLOCK_C input channels (the dot's M) x NP (N). Grid: (3 * n_chunks, cdiv(C, BLOCK_C)).
 
     Loads: the x tile in 16-byte vectors along its contiguous axis (pixels for NCHW, channels for
     channels_last); the gradient tiles one 4-byte element a lane (FADE's logit gradient is NCHW,
-    and a shift of one pixel breaks a vector's alignment along pixels; the compile report counts
-    64-72 such loads a step at the headline case). Bytes requested against the minimum (x and g
-    read once, the partials written once): x once; g 9 x cdiv(C, BLOCK_C) times (every
-    channel-block program reads all nine shifted tiles; after the first tap they come from L1,
-    after the first program from L2).
+    and a shift of one pixel breaks a vector's alignment along pixels). Bytes requested against
+    the minimum (x and g read once, the partials written once): x 3 times (the three tap-row
+    programs of a chunk run side by side, so the second and third reads should come from L2);
+    g 9 x cdiv(C, BLOCK_C) times (after the first tap from L1, after the first program
+    from L2).
     """
     TY: tl.constexpr = BLOCK_P // TX
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
-    chunk = tl.program_id(0)
+    chunk = tl.program_id(0) // 3
+    tap_row = tl.program_id(0) % 3  # i: the program's taps are t = 3i + j, j = 0, 1, 2
+    sums_here = (tl.program_id(1) == 0) & (tap_row == 1)  # the program with the centre tap
     row_chunks = tl.cdiv(H, ROWS)
     b = (chunk // row_chunks).to(tl.int64)
     r0 = (chunk % row_chunks) * ROWS
@@ -363,65 +435,61 @@ def conv3x3_weight_grad_kernel(
     n = tl.arange(0, NP)
     n_ok = n < N
     p = tl.arange(0, BLOCK_P)
-    accs = ()  # accs[t]: the (BLOCK_C, NP) gradient of tap t
-    for t in tl.static_range(9):
+    accs = ()  # accs[j]: the (BLOCK_C, NP) gradient of tap 3i + j
+    for j in tl.static_range(3):
         accs = accs + (tl.zeros((BLOCK_C, NP), acc_dtype),)
-    taps = ()  # taps[t]: the gradient summed over the pixels whose tap t is in the image
-    for t in tl.static_range(9):
-        taps = taps + (tl.zeros((NP,), acc_dtype),)
+    total = tl.zeros((BLOCK_P, NP), acc_dtype)  # the gradient summed over the chunk, pixel by pixel
     for y0 in range(r0, r0 + ROWS, TY):
         for x0 in range(0, W, TX):
             y = y0 + p // TX
             x = x0 + p % TX
             q_ok = (y < r0 + ROWS) & (y < H) & (x < W)
-            # rows[i] & cols[j]: q + (i - 1, j - 1) in the image; tap t = 3i + j reads g at q - (i - 1, j - 1),
-            # in the image where rows[2 - i] & cols[2 - j]
-            rows, cols = tap_masks(y, x, H, W, 1, 3, True)
+            # cols[j]: q + (0, j - 1) in the image; tap 3i + j reads g at q - (i - 1, j - 1), in the
+            # image where row_in & cols[2 - j]
+            _, cols = tap_masks(y, x, H, W, 1, 3, True)
+            row_in = (y >= tap_row - 1) & (y - (tap_row - 1) < H)
             a = tl.load(x_ptr + b * stride_xb + c.to(tl.int64)[None, :] * stride_xc
                         + (y.to(tl.int64) * stride_xh + x.to(tl.int64) * stride_xw)[:, None],
                         mask=q_ok[:, None] & c_ok[None, :], other=0.0)
-            # g at q - (-1, -1), walked mirrored (steps -stride_gw, -stride_gh) to q - (1, 1)
+            # g at q - (i - 1, -1), walked mirrored (steps -stride_gw); the row offset on y: no
+            # 32-bit product with a stride, and (in the compile report) no registers more
             g_ptrs = (g_ptr + b * stride_gb + n.to(tl.int64)[None, :] * stride_gc
-                      + (y.to(tl.int64) * stride_gh + x.to(tl.int64) * stride_gw)[:, None] + stride_gh + stride_gw)
-            gs = ()  # the 9 shifted gradient tiles, all requested before the first dot
-            for t in tl.static_range(9):
-                inside = q_ok & rows[2 - t // 3] & cols[2 - t % 3]
+                      + ((y + 1 - tap_row).to(tl.int64) * stride_gh + x.to(tl.int64) * stride_gw)[:, None]
+                      + stride_gw)
+            gs = ()  # the 3 shifted gradient tiles, all requested before the first dot
+            for j in tl.static_range(3):
+                inside = q_ok & row_in & cols[2 - j]
                 gs = gs + (tl.load(g_ptrs, mask=inside[:, None] & n_ok[None, :], other=0.0),)
-                g_ptrs = window_step(g_ptrs, t, 3, -stride_gh, -stride_gw)
+                g_ptrs -= stride_gw
             new = ()
-            for t in tl.static_range(9):
-                new = new + (tl.dot(tl.trans(a), gs[t].to(a.dtype), accs[t], input_precision=INPUT_PRECISION,
+            for j in tl.static_range(3):
+                new = new + (tl.dot(tl.trans(a), gs[j].to(a.dtype), accs[j], input_precision=INPUT_PRECISION,
                                     out_dtype=acc_dtype),)
             accs = new
-            if tl.program_id(1) == 0:  # the shifted tiles are zero where q - t leaves the image
-                sums = ()
-                for t in tl.static_range(9):
-                    sums = sums + (taps[t] + tl.sum(gs[t].to(acc_dtype), 0),)
-                taps = sums
-    out = part_ptr + chunk.to(tl.int64) * 9 * C * NP + c.to(tl.int64)[:, None] * NP + n[None, :]
-    for t in tl.static_range(9):
-        tl.store(out + t * C * NP, accs[t], mask=c_ok[:, None] & (n < NP)[None, :])
-    if tl.program_id(1) == 0:
-        for t in tl.static_range(9):
-            tl.store(tap_part_ptr + (chunk * 9 + t) * NP + n, taps[t])
+            if sums_here:
+                total += gs[1].to(acc_dtype)  # the centre tap: g at q, zero outside the chunk
+    out = (part_ptr + chunk.to(tl.int64) * 9 * C * NP + (3 * tap_row) * C * NP + c.to(tl.int64)[:, None] * NP
+           + n[None, :])
+    for j in tl.static_range(3):
+        tl.store(out + j * C * NP, accs[j], mask=c_ok[:, None] & (n < NP)[None, :])
+    if sums_here:
+        tap_sum_shares(g_ptr + b * stride_gb + n.to(tl.int64) * stride_gc, tap_part_ptr + chunk * 9 * NP + n,
+                       tl.sum(total, 0), r0, tl.minimum(r0 + ROWS, H), H, W, n_ok, stride_gh, stride_gw, acc_dtype, TX,
+                       ROWS)
 
 
 def weight_grad_config(x, g, np_: int, target) -> dict:
     """Tiles of ``conv3x3_weight_grad_kernel`` (static properties of ``x`` and the gradient
-    ``g``, tensors or ``Spec``s). sm_90: 64 input
-    channels x NP per accumulator (the dot's M = 64 takes wgmma), 9 accumulators over 8 warps,
-    64 pixels a step (32 in float32, whose nine gradient tiles in flight hold twice the registers:
-    64 spill 16 bytes under triton 3.6). sm_80 (mma.sync keeps both operands in registers):
-    16 x NP over 4 warps, one row of 32 pixels a step (16 in float32 or channels_last: what
-    compiles there without spills). Two pipeline stages on sm_90 (the gradient tiles' 4-byte
-    float32 loads become cp.async even where a one-pixel shift breaks their vectors), except for
-    16-bit x with a channel-fast gradient (the low-resolution branch), where the model puts them
-    slower (48.8 -> 53.6 us). Speed model, headline, sm_90, triton 3.6: high-resolution bf16
-    145 -> 128 us, float32 234 -> 145 us; low-resolution float32 96.5 -> 79.9 us."""
+    ``g``, tensors or ``Spec``s). sm_90: 64 input channels x NP per accumulator (the dot's M = 64
+    takes wgmma) over 4 warps (8 for 16-bit channel-fast x with a channel-fast gradient: the
+    low-resolution branch on channels_last), 64 pixels a step (32 in float32), two pipeline
+    stages (the gradient tiles' 4-byte float32 loads become cp.async even where a one-pixel shift
+    breaks their vectors). sm_80 (mma.sync keeps both operands in registers): 16 x NP over 4
+    warps, one row of 32 pixels a step (16 in float32 or channels_last)."""
     if target.arch >= 90:
+        wide = channel_fast(x) and channel_fast(g) and x.element_size() <= 2
         return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=64 if x.element_size() <= 2 else 32,
-                    BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=8,
-                    num_stages=1 if channel_fast(g) and x.element_size() <= 2 else 2)
+                    BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=8 if wide else 4, num_stages=2)
     block_p = 32 if x.element_size() <= 2 and not channel_fast(x) else 16
     return dict(TX=block_p, BLOCK_P=block_p, BLOCK_C=16, NP=np_, num_warps=4, num_stages=1)
 
@@ -436,7 +504,7 @@ def conv3x3_weight_grad(g, x, slot=None):
         return weight_grad_plan(spec(g), spec(x), target, dot_precision(x.dtype, target))
 
     plan = slot_plan(slot, build)
-    n_chunks, np_ = plan.grids[0][1][0], plan.meta["NP"]
+    n_chunks, np_ = plan.grids[0][1][0] // 3, plan.meta["NP"]
     part = torch.empty((n_chunks, 9, x.shape[1], np_), dtype=accumulator_dtype(x.dtype), device=x.device)
     taps = torch.empty((n_chunks, 9, np_), dtype=part.dtype, device=x.device)
     if n_chunks:
@@ -456,6 +524,6 @@ def weight_grad_plan(g, x, target, precision) -> LaunchPlan:
     n_chunks = b * cdiv(h, WGRAD_ROWS)
     cfg = weight_grad_config(x, g, np_, target)
     check_grid_axis1(cdiv(c, cfg["BLOCK_C"]), "conv3x3 weight gradient (blocks of input channels)")
-    grid = (n_chunks, cdiv(c, cfg["BLOCK_C"]))
-    return LaunchPlan(((slice(None), grid),), (n, c, h, w, WGRAD_ROWS, *g.stride(), *x.stride()),
-                      dict(ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision, **cfg))
+    grid = (3 * n_chunks, cdiv(c, cfg["BLOCK_C"]))
+    return LaunchPlan(((slice(None), grid),), (n, c, h, w, *g.stride(), *x.stride()),
+                      dict(ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision, ROWS=WGRAD_ROWS, **cfg))
