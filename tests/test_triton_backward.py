@@ -259,21 +259,28 @@ def test_weight_gradient_over_several_chunks():
 
 @pytest.mark.parametrize("arch", [90, 80], ids=["sm90", "sm80"])  # the two targets' tiles
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(channels_last, arch, poisoned):
+@pytest.mark.parametrize("h, w, c", [(19, 37, 5), (5, 1, 70)], ids=["two-chunks", "one-chunk-two-channel-blocks"])
+def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, channels_last, arch, poisoned):
     """``conv3x3_weight_grad`` alone, in float64: its chunk partials summed over the chunks are
     the 3x3 weight gradient sum_p x[p + t] g[p] (x zero outside the image) and its tap sums are
-    sum over the pixels p with p + t in the image of g[p]; rows over two chunks, a partial last
-    chunk, N below the padded NP, channels that are not a whole block, images wider than a tile
-    row (the tap sums' edge rows in several steps), with sm_90's and sm_80's tiles."""
+    sum over the pixels p with p + t in the image of g[p]; N below the padded NP, channels that
+    are not a whole block, with sm_90's and sm_80's tiles; rows over two chunks with a partial
+    last one in an image wider than a tile row (the tap sums' edge rows in several steps), and
+    one chunk holding the image's first and last rows, one column wide, over two channel blocks
+    (the tap sums written by channel block 0 alone)."""
     from fade_triton.ops.conv3x3 import WGRAD_ROWS, conv3x3_weight_grad, weight_grad_config
     from fade_triton.testing import simulated_gpu
 
-    b, c, n, h, w = 2, 5, 3, WGRAD_ROWS + 3, 37
+    b, n = 2, 3
     x, g = torch.randn(b, c, h, w, dtype=torch.float64), torch.randn(b, n, h, w, dtype=torch.float64)
     if channels_last:
         x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
     with simulated_gpu(arch) as target:
-        assert w > weight_grad_config(x, g, 16, target)["TX"]
+        tiles = weight_grad_config(x, g, 16, target)
+        if h > WGRAD_ROWS:
+            assert h < 2 * WGRAD_ROWS and w > tiles["TX"] and c < tiles["BLOCK_C"]
+        else:
+            assert c > tiles["BLOCK_C"]
         part, taps = conv3x3_weight_grad(g, x)
     xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
     inside = torch.nn.functional.pad(torch.ones(1, 1, h, w, dtype=torch.float64), (1, 1, 1, 1))
@@ -283,7 +290,9 @@ def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(channels_last, 
         want = torch.einsum("bchw,bnhw->cn", shifted, g)
         assert_close_rel(part[:, t, :, :n].sum(0), want, 1e-12)
         want_taps = (g * inside[:, :, i:i + h, j:j + w]).sum((0, 2, 3))
-        assert_close_rel(taps[:, t, :n].sum(0), want_taps, 1e-12)
+        # against the scale of g: one column wide, the side taps' sums are exactly 0, and the
+        # shares (a total minus its edge column) leave rounding
+        assert (taps[:, t, :n].sum(0) - want_taps).abs().max() <= 1e-12 * g.abs().sum(), t
     assert part.isfinite().all() and taps.isfinite().all()  # the padded columns are written too
 
 

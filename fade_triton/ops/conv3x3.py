@@ -410,7 +410,8 @@ def conv3x3_weight_grad_kernel(
     stays fp32: TF32 or IEEE as INPUT_PRECISION says). x_ptr: the convolution's input
     (B, C, H, W), any strides. part_ptr: (n_chunks, 9, C, NP) contiguous fp32 (fp64).
     tap_part_ptr: (n_chunks, 9, NP) contiguous. A program owns one tap row i (its 3 taps, 3
-    accumulators: 64-168 registers, where all 9 held 158-241, so two to four programs an SM):
+    accumulators: 111-168 registers on sm_90 and 64-96 on sm_80 in the compile reports, where
+    all 9 held 177-252 and 128-247; two to four programs an SM on sm_90):
     program_id(0) = 3 * chunk + i. Tile: BLOCK_P pixels as (BLOCK_P // TX) rows x TX columns;
     BLOCK_C input channels (the dot's M) x NP (N). Grid: (3 * n_chunks, cdiv(C, BLOCK_C)).
 
@@ -420,7 +421,7 @@ def conv3x3_weight_grad_kernel(
     the minimum (x and g read once, the partials written once): x 3 times (the three tap-row
     programs of a chunk run side by side, so the second and third reads should come from L2);
     g 9 x cdiv(C, BLOCK_C) times (after the first tap from L1, after the first program
-    from L2).
+    from L2), and once more the image's edge rows and each chunk's edge columns (the tap sums).
     """
     TY: tl.constexpr = BLOCK_P // TX
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
@@ -495,7 +496,8 @@ def weight_grad_config(x, g, np_: int, target) -> dict:
 
 
 def conv3x3_weight_grad(g, x, slot=None):
-    """Partials (n_chunks, 9, C, NP) and tap sums (n_chunks, 9, NP) of the weight gradient of a
+    """Partials (n_chunks, 9, C, NP) and tap-sum shares (n_chunks, 9, NP: summed over the chunks,
+    the tap sums; one chunk's entry alone means nothing) of the weight gradient of a
     3x3 with input ``x`` (B, C, H, W) and output gradient ``g`` (B, N, H, W), NP = N rounded up to
     a power of two >= 16; n_chunks = B * cdiv(H, WGRAD_ROWS). ``slot``: as for ``conv3x3``."""
 

@@ -59,7 +59,8 @@ def unfold_weight_grad_kernel(
     (FADE-Lite, DEPTHWISE: e = k and Wk[k, 0, t], so the sums over e or k drop.)
     Programs 0 .. cdiv(C, BLOCK_C) - 1 own a channel block (dWe, dWd, dWg); the next 9 own a
     tap t (dWk[:, :, t]); the last the biases. part_*: (n_chunks, 9, C, NP) contiguous;
-    tap_hi: (n_hi, 9, NP); tap_lo: (n_lo, 9, NP) (its centre tap is L_lo). wk_ptr: Wk
+    tap_hi: (n_hi, 9, NP); tap_lo: (n_lo, 9, NP) (its centre tap is L_lo): the chunks' shares
+    of the tap sums, which only their sum over the chunks gives. wk_ptr: Wk
     (K2, E or 1, 3, 3) by stride_wk_k/e/t (t = the flattened 3x3); we, wd: (E, C) by
     stride_we_e/c and stride_wd_e/c; be: (E,) by stride_be (the module's weights, any strides).
     Outputs contiguous in the weights' shapes. E <= EP, K2 < NP. The chunk sums take CHUNKS
