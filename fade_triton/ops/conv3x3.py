@@ -344,7 +344,7 @@ def tap_sum_shares(g_ptrs, out_ptrs, total, r0, r1, H, W, n_ok, stride_gh, strid
     that tap t leaves out where the chunk holds them, plus their corner (subtracted twice). The
     chunks' shares add up to the tap sums; each is not the sum over its own shifted window. So
     the channel loop only adds the centre tile, element by element (summing the 9 shifted tiles
-    across threads every step took 430 of the low-resolution launch's 849 instructions a step).
+    across threads every step took about 430 of the low-resolution launch's 850-950 a step).
     g_ptrs: (NP,) pointers to the gradient's channels at the image's origin; total: the gradient
     summed over the chunk's rows r0 .. r1 - 1 (all columns)."""
     NP: tl.constexpr = total.shape[0]
