@@ -63,22 +63,27 @@ class DoNothing(torch.autograd.Function):
         return (*(torch.empty_like(t) for t in saved[:9]), *(None,) * 7)
 
 
-def torch_floor_step(en, de, model):
-    """One forward+backward of ``DoNothing`` on FADE's inputs and the module's parameters, with
-    the same gradient resets as the measured step: what torch takes before the package does
-    anything (machines differ by 2x and more from hour to hour; the floor, timed in the same run,
-    is the yardstick)."""
-    params = list(model.parameters())[:7]
-    extras = [torch.empty(1) for _ in range(5)]
+def training_step(forward, en, de, model):
+    """One forward+backward of ``forward(en, de)`` on leaf copies of the inputs, then the
+    gradient resets a training step makes (the inputs' and ``model``'s)."""
     en_g, de_g = en.clone().requires_grad_(), de.clone().requires_grad_()
     grad = torch.randn_like(en)
 
     def step():
-        DoNothing.apply(en_g, de_g, *params, *extras, 2, True)[0].backward(grad)
+        forward(en_g, de_g).backward(grad)
         en_g.grad = de_g.grad = None
         model.zero_grad(set_to_none=True)
 
     return step
+
+
+def torch_floor_step(en, de, model):
+    """``training_step`` of ``DoNothing`` on FADE's inputs and the module's parameters: what torch
+    takes before the package does anything (machines differ by 2x and more from hour to hour; the
+    floor, timed in the same run, is the yardstick)."""
+    params = list(model.parameters())[:7]
+    extras = [torch.empty(1) for _ in range(5)]
+    return training_step(lambda en_g, de_g: DoNothing.apply(en_g, de_g, *params, *extras, 2, True)[0], en, de, model)
 
 
 def measure(repeats: int = 500) -> list[tuple[str, float, int, float | None]]:
@@ -94,14 +99,7 @@ def measure(repeats: int = 500) -> list[tuple[str, float, int, float | None]]:
                 model(en, de)
                 n = len(launches)
                 rows.append((f"{cls.__name__} forward", per_call_us(lambda: model(en, de), repeats)[0], n, None))
-            en_g, de_g = en.clone().requires_grad_(), de.clone().requires_grad_()
-            grad = torch.randn_like(en)
-
-            def step():
-                model(en_g, de_g).backward(grad)
-                en_g.grad = de_g.grad = None
-                model.zero_grad(set_to_none=True)
-
+            step = training_step(model, en, de, model)
             launches.clear()
             step()
             n = len(launches)

@@ -517,7 +517,8 @@ def conv3x3_weight_grad(g, x, slot=None):
 @cached_plan
 def weight_grad_plan(g, x, target, precision) -> LaunchPlan:
     """``conv3x3_weight_grad``'s launch for one signature (``g``, ``x``: ``Spec``s); the
-    number of chunks is its grid's axis 0, ``meta["NP"]`` the partials' padded width."""
+    number of chunks is its grid's axis 0 over 3 (a program per tap row), ``meta["NP"]`` the
+    partials' padded width."""
     b, n, h, w = g.shape
     c = x.shape[1]
     np_ = next_pow2(n, 16)
