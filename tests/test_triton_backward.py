@@ -259,29 +259,39 @@ def test_weight_gradient_over_several_chunks():
 
 @pytest.mark.parametrize("arch", [90, 80], ids=["sm90", "sm80"])  # the two targets' tiles
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("h, w, c", [(19, 37, 5), (5, 1, 70)], ids=["two-chunks", "one-chunk-two-channel-blocks"])
-def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, channels_last, arch, poisoned):
+@pytest.mark.parametrize("h, w, c, long", [(19, 37, 5, False), (5, 1, 70, False), (37, 37, 5, True)],
+                         ids=["two-chunks", "one-chunk-two-channel-blocks", "two-long-chunks"])
+def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, long, channels_last, arch, poisoned,
+                                                                 monkeypatch, request):
     """``conv3x3_weight_grad`` alone, in float64: its chunk partials summed over the chunks are
     the 3x3 weight gradient sum_p x[p + t] g[p] (x zero outside the image) and its tap sums are
     sum over the pixels p with p + t in the image of g[p]; N below the padded NP, channels that
     are not a whole block, with sm_90's and sm_80's tiles; rows over two chunks with a partial
     last one in an image wider than a tile row (the tap sums' edge rows in several steps), and
     one chunk holding the image's first and last rows, one column wide, over two channel blocks
-    (the tap sums written by channel block 0 alone)."""
-    from fade_triton.ops.conv3x3 import WGRAD_ROWS, conv3x3_weight_grad, weight_grad_config
+    (the tap sums written by channel block 0 alone); chunks of twice the rows (large launches on
+    sm_90 take them: here every launch, by a threshold of 0 programs), two with a partial last
+    one (sm_80 keeps 16 rows: three)."""
+    from fade_triton.ops import conv3x3 as conv
     from fade_triton.testing import simulated_gpu
 
+    rows = 2 * conv.WGRAD_ROWS if long and arch >= 90 else conv.WGRAD_ROWS  # sm_80 keeps the short ones
+    if long:
+        monkeypatch.setattr(conv, "WGRAD_LONG_CHUNK_PROGRAMS", 0)
+    conv.weight_grad_plan.cache_clear()  # no plan made under another threshold serves this case, nor outlives it
+    request.addfinalizer(conv.weight_grad_plan.cache_clear)
     b, n = 2, 3
     x, g = torch.randn(b, c, h, w, dtype=torch.float64), torch.randn(b, n, h, w, dtype=torch.float64)
     if channels_last:
         x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
     with simulated_gpu(arch) as target:
-        tiles = weight_grad_config(x, g, 16, target)
-        if h > WGRAD_ROWS:
-            assert h < 2 * WGRAD_ROWS and w > tiles["TX"] and c < tiles["BLOCK_C"]
+        tiles = conv.weight_grad_config(x, g, 16, target)
+        if h > rows:
+            assert h % rows and w > tiles["TX"] and c < tiles["BLOCK_C"]
         else:
             assert c > tiles["BLOCK_C"]
-        part, taps = conv3x3_weight_grad(g, x)
+        part, taps = conv.conv3x3_weight_grad(g, x)
+    assert part.shape[0] == b * -(-h // rows)  # the chunks this case is for
     xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
     inside = torch.nn.functional.pad(torch.ones(1, 1, h, w, dtype=torch.float64), (1, 1, 1, 1))
     for t in range(9):
@@ -298,14 +308,67 @@ def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, channe
 
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
 def test_weight_gradient_over_more_chunks_than_one_step_sums(lite):
-    """More weight-gradient chunks than ``unfold_weight_grad`` sums a step (UNFOLD_CHUNKS): whole
-    steps and a last partial one, for both branches (one chunk per image)."""
-    from fade_triton.ops.fade.unfold_grad import UNFOLD_CHUNKS
+    """More weight-gradient chunks than the unfold's tap programs sum a step (one chunk per
+    image): a whole step and a last partial one for both branches, through the whole backward.
+    (``test_unfold_of_given_partials_matches_its_formulas`` runs both kinds of program over
+    several steps, whole and ragged, on the unfold alone.)"""
+    from fade_triton.ops.fade.unfold_grad import unfold_plan
+    from fade_triton.ops.helpers import Target
 
-    b = UNFOLD_CHUNKS + 3
+    b = 19  # chunks: (b, 9 taps, 4 channels, NP 16) per branch; E = 8 (K2 = 9 in FADE-Lite)
+    plan = unfold_plan((b, 9, 4, 16), torch.float32, b, 9 if lite else 8, 9, (1,) * 8, lite, Target(90))
+    assert plan.meta["CHUNKS_T"] < b < 2 * plan.meta["CHUNKS_T"]  # the interpreter's tiles are sm_90's
     en, de, wts = fade_problem(b, 4, 2, 3, 2, 3, 8, lite, torch.float32, weight_std=0.2)
     inputs = [en, de, *(wts[n] for n in WEIGHT_NAMES)]
     assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=2), inputs, torch.randn(en.shape), 2, 1e-5)
+
+
+@pytest.mark.parametrize("n_hi, n_lo", [(64, 32), (35, 19)], ids=["whole-steps", "ragged-steps"])
+@pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])
+def test_unfold_of_given_partials_matches_its_formulas(lite, n_hi, n_lo, poisoned):
+    """``unfold_weight_grad`` alone, in float64, on random partials and tap-sum shares: each of the
+    seven gradients against its formula (the kernel's docstring) summed in torch. Chunk counts
+    that are whole steps of both kinds of program (no chunk mask) and ragged ones; 40 channels
+    (two whole channel blocks and a part), K2 = 25 (a whole block of kernel rows and a part)."""
+    from fade_triton.ops.fade.unfold_grad import unfold_plan, unfold_weight_grad
+    from fade_triton.ops.helpers import target_of
+
+    c, k2, np_ = 40, 25, 32
+    e = k2 if lite else 24
+    f64 = dict(dtype=torch.float64)
+    part_hi, part_lo = torch.randn(n_hi, 9, c, np_, **f64), torch.randn(n_lo, 9, c, np_, **f64)
+    tap_hi, tap_lo = torch.randn(n_hi, 9, np_, **f64), torch.randn(n_lo, 9, np_, **f64)
+    weights = (torch.randn(1, c, 1, 1, **f64), torch.randn(1, **f64), torch.randn(e, c, 1, 1, **f64),
+               torch.randn(e, **f64), torch.randn(e, c, 1, 1, **f64), torch.randn(k2, 1 if lite else e, 3, 3, **f64),
+               torch.randn(k2, **f64))
+    strides = (*weights[5].flatten(2).stride(), *weights[2].stride()[:2], *weights[4].stride()[:2],
+               weights[3].stride(0))
+    meta = unfold_plan(part_hi.shape, part_hi.dtype, n_lo, e, k2, strides, lite, target_of(part_hi)).meta
+    whole = all(n % meta[m] == 0 for n in (n_hi, n_lo) for m in ("CHUNKS_C", "CHUNKS_T"))
+    assert meta["EVEN_C"] == meta["EVEN_T"] == whole == (n_hi == 64)  # the case's chunk masks
+    got = unfold_weight_grad((part_hi, tap_hi), (part_lo, tap_lo), weights, lite)
+
+    r_hi, r_lo = part_hi.sum(0)[..., :k2], part_lo.sum(0)  # (9, C, K2) and (9, C, K2 + 1 and padding)
+    tb_hi, l_lo = tap_hi.sum(0)[:, :k2], tap_lo.sum(0)[4]
+    we, be, wd = weights[2].flatten(1), weights[3], weights[4].flatten(1)
+    if lite:  # e = k: Wk[k, 0, t]
+        wk = weights[5].flatten(1)  # (K2, 9)
+        want_we = torch.einsum("kt,tck->kc", wk, r_hi)
+        want_wd = torch.einsum("kt,tck->kc", wk, r_lo[..., :k2])
+        want_wk = (torch.einsum("kc,tck->kt", we, r_hi) + torch.einsum("kc,tck->kt", wd, r_lo[..., :k2])
+                   + be[:, None] * tb_hi.T)[:, None]
+        want_be = (wk * tb_hi.T).sum(1)
+    else:
+        wk = weights[5].flatten(2)  # (K2, E, 9)
+        want_we = torch.einsum("ket,tck->ec", wk, r_hi)
+        want_wd = torch.einsum("ket,tck->ec", wk, r_lo[..., :k2])
+        want_wk = (torch.einsum("ec,tck->ket", we, r_hi) + torch.einsum("ec,tck->ket", wd, r_lo[..., :k2])
+                   + be[None, :, None] * tb_hi.T[:, None, :])
+        want_be = torch.einsum("ket,tk->e", wk, tb_hi)
+    want = [r_lo[4, :, k2], l_lo[k2:k2 + 1], want_we, want_be, want_wd, want_wk, tb_hi[4] + l_lo[:k2]]
+    for name, g, w, weight in zip(WEIGHT_NAMES, got, want, weights):
+        assert g.shape == weight.shape and g.dtype == torch.float64, name
+        assert_close_rel(g.reshape(w.shape), w, 1e-12)
 
 
 @pytest.mark.parametrize("lite", [False, True], ids=["fade", "lite"])

@@ -88,7 +88,11 @@ def conv3x3_rows(x_ptr, pix, w_ptr, y, x, H, W, C_IN, W_OUT, n, stride_xc, strid
     return centre
 
 
-WGRAD_ROWS = 16  # rows of one image per weight-gradient chunk
+WGRAD_ROWS = 16  # rows of one image per weight-gradient chunk (twice as many in large launches)
+# programs a weight-gradient launch keeps with chunks of 2 * WGRAD_ROWS rows for it to take them
+# (two programs an SM of a 132-SM GPU): half the partials for the unfold to read, half the tap
+# sums' edge work, and enough programs left to fill the GPU
+WGRAD_LONG_CHUNK_PROGRAMS = 264
 
 
 @triton.jit
@@ -208,7 +212,8 @@ def conv3x3_kernel(
              + n.to(tl.int64)[None, :] * stride_oc, acc.to(out_ptr.dtype.element_ty), mask=io)
 
 
-def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gated: bool = False) -> dict:
+def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gated: bool = False,
+                   w_dtype: torch.dtype | None = None) -> dict:
     """Tile sizes for ``conv3x3_kernel`` from static properties (channels, layout, dtype,
     direction, target) and the width where it is a plain int, so a traced or exported call with
     symbolic sizes makes no guard on them.
@@ -221,11 +226,13 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
     KB and one program). Not for: input gradients wider than 128 and float64 (they spill), images
     whose row tiles pass grid axis 1's limit. Speed model, headline case (sm_90, triton 3.6, bf16
     NCHW): the high-resolution semi-shift 143.7 -> 21.7 us, the low-resolution 35.0 -> 5.0 us,
-    the encoder's input gradient 198 -> 81.5 us (32 output channels a program), the decoder's
-    55.5 -> 22 us (docs/PERFORMANCE.md has every layout and dtype). sm_80 (mma.sync holds the
-    operands and the three accumulators in registers) folds the forward only, with 4 warps and
-    16 output channels a program: the model, not calibrated there, puts the high-resolution
-    semi-shift at 338 -> 42 us (bf16 NCHW) and its folded input gradients slower (489 -> 610 us).
+    the encoder's input gradient 198 -> 74.2 us (32 output channels a program; 4 warps with
+    16-bit weights, ``w_dtype``: float32 ones take 8, with 4 the model puts them at 124-128
+    against 86-90 us), the decoder's 55.5 -> 22 us (docs/PERFORMANCE.md has every layout and
+    dtype). sm_80 (mma.sync holds the operands and the three accumulators in registers) folds
+    the forward only, with 4 warps and 16 output channels a program: the model, not calibrated
+    there, puts the high-resolution semi-shift at 338 -> 42 us (bf16 NCHW) and its folded input
+    gradients slower (489 -> 610 us).
 
     Otherwise (figures from before the fold, for the launches that keep these tiles) 128 pixels
     (4 rows x 32 columns; 8 x 16 for channels_last) per program halve the weight
@@ -254,8 +261,10 @@ def conv3x3_config(x: torch.Tensor, c_out: int, target, flip: bool = False, gate
         # the gated input gradient (the encoder's, C output channels) 32 a program: 114 registers
         # and two programs an SM, where 64 held 158 and one
         block_n = min((32 if flip and gated else 64) if hopper else 16, next_pow2(c_out, 16))
+        # the gated input gradient with 16-bit weights: 4 warps (one warpgroup issues both halves)
+        small = flip and gated and w_dtype is not None and w_dtype.itemsize <= 2
         return dict(TX=tx, BLOCK_P=block_p, BLOCK_K=block_k, BLOCK_N=block_n, FOLD_X=True,
-                    num_warps=8 if hopper else 4, num_stages=2)
+                    num_warps=8 if hopper and not small else 4, num_stages=2)
     return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=128, BLOCK_K=min(64 if wide_k else 32, next_pow2(x.shape[1], 16)),
                 BLOCK_N=min(64 if hopper else 32, next_pow2(c_out, 16)), FOLD_X=False, num_warps=warps, num_stages=1)
 
@@ -274,7 +283,7 @@ def conv3x3(x, w, c_out, out, *, flip=False, bias=None, tap_bias=None, lo=None, 
 
     def build():
         target = target_of(x)
-        return conv3x3_plan(spec(x), w.shape, w.stride(), c_out, out.stride(), strides(lo), strides(add),
+        return conv3x3_plan(spec(x), w.shape, w.stride(), w.dtype, c_out, out.stride(), strides(lo), strides(add),
                             strides(gate, 3), tap_bias.stride(0) if tap_bias is not None else 0,
                             (flip, bias is not None, tap_bias is not None, lo is not None, add is not None,
                              gate is not None), scale, target, dot_precision(x.dtype, target))
@@ -289,13 +298,13 @@ CONV3X3_BATCHED = (True, False, True, False, False, True, True, True)
 
 
 @cached_plan
-def conv3x3_plan(x, w_shape, w_strides, c_out, out_strides, lo_strides, add_strides, gate_strides, tap_bias_stride,
-                 flags, scale, target, precision) -> LaunchPlan:
+def conv3x3_plan(x, w_shape, w_strides, w_dtype, c_out, out_strides, lo_strides, add_strides, gate_strides,
+                 tap_bias_stride, flags, scale, target, precision) -> LaunchPlan:
     """``conv3x3``'s launches for one signature: ``x`` a ``Spec``, the other tensors by their strides
     (``flags``: flip, then whether bias, tap_bias, lo, add and gate are given)."""
     flip, has_bias, has_tap_bias, has_lo, has_add, gated = flags
     b, c_in, h, wd = x.shape
-    cfg = conv3x3_config(x, c_out, target, flip, gated)
+    cfg = conv3x3_config(x, c_out, target, flip, gated, w_dtype)
     pixel_fast, w_out = not channel_fast(x), w_shape[2]
     grid_rows = cdiv(h, cfg["BLOCK_P"] // cfg["TX"])
     check_grid_axis1(grid_rows, "conv3x3 (tiles of image rows: the height is too large)")
@@ -499,7 +508,8 @@ def conv3x3_weight_grad(g, x, slot=None):
     """Partials (n_chunks, 9, C, NP) and tap-sum shares (n_chunks, 9, NP: summed over the chunks,
     the tap sums; one chunk's entry alone means nothing) of the weight gradient of a
     3x3 with input ``x`` (B, C, H, W) and output gradient ``g`` (B, N, H, W), NP = N rounded up to
-    a power of two >= 16; n_chunks = B * cdiv(H, WGRAD_ROWS). ``slot``: as for ``conv3x3``."""
+    a power of two >= 16; n_chunks = B * cdiv(H, rows), rows WGRAD_ROWS or twice that in a
+    large launch (``weight_grad_plan``). ``slot``: as for ``conv3x3``."""
 
     def build():
         target = target_of(x)
@@ -518,15 +528,21 @@ def conv3x3_weight_grad(g, x, slot=None):
 def weight_grad_plan(g, x, target, precision) -> LaunchPlan:
     """``conv3x3_weight_grad``'s launch for one signature (``g``, ``x``: ``Spec``s); the
     number of chunks is its grid's axis 0 over 3 (a program per tap row), ``meta["NP"]`` the
-    partials' padded width."""
+    partials' padded width. A chunk is 2 * WGRAD_ROWS rows on sm_90 where the launch still has
+    WGRAD_LONG_CHUNK_PROGRAMS programs that way, else WGRAD_ROWS (the speed model, headline, bf16
+    NCHW: the high-resolution launch 72.1 -> 66.1 us and the unfold 17.1 -> 13.3; the
+    low-resolution one, half a wave at 32 rows, 22.0 -> 44.1)."""
     b, n, h, w = g.shape
     c = x.shape[1]
     np_ = next_pow2(n, 16)
     if 9 * c * np_ >= 2**31:  # one chunk's partials are indexed in 32 bits (bench.tools.aot, BOUNDED_ARGS)
         raise ValueError(f"x: {c} channels make a weight-gradient chunk 9 x {c} x {np_} >= 2**31 elements")
-    n_chunks = b * cdiv(h, WGRAD_ROWS)
     cfg = weight_grad_config(x, g, np_, target)
     check_grid_axis1(cdiv(c, cfg["BLOCK_C"]), "conv3x3 weight gradient (blocks of input channels)")
+    # sm_90 only: on sm_80 (triton 3.9) float32 channels_last spills 8 bytes with them
+    long = target.arch >= 90 and 3 * b * cdiv(h, 2 * WGRAD_ROWS) * cdiv(c, cfg["BLOCK_C"]) >= WGRAD_LONG_CHUNK_PROGRAMS
+    rows = 2 * WGRAD_ROWS if long else WGRAD_ROWS
+    n_chunks = b * cdiv(h, rows)
     grid = (3 * n_chunks, cdiv(c, cfg["BLOCK_C"]))
     return LaunchPlan(((slice(None), grid),), (n, c, h, w, *g.stride(), *x.stride()),
-                      dict(ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision, ROWS=WGRAD_ROWS, **cfg))
+                      dict(ACC_FP64=x.dtype == torch.float64, INPUT_PRECISION=precision, ROWS=rows, **cfg))
