@@ -73,7 +73,9 @@ def unfold_weight_grad_kernel(
     read, rounded up to a multiple of 4 (whole 16-byte vectors; the padding rows this reads
     are finite, ``conv3x3_weight_grad`` writes all NP, and their products are masked off).
     Between them the programs read the partials twice (the channel programs once, the tap
-    programs once), each program about as much as another.
+    programs once), each program about as much as another: 2 x (n_hi + n_lo) x 9 x C x
+    (K2 rounded up to 4) elements requested against a minimum of one read (the weights and the
+    tap-sum shares are small).
     """
     acc_dtype: tl.constexpr = tl.float64 if ACC_FP64 else tl.float32
     pid = tl.program_id(0)
