@@ -257,12 +257,13 @@ def test_weight_gradient_over_several_chunks():
     assert_fade_grads_match_reference(lambda *a: triton_fade(*a, scale=s), inputs, torch.randn(en.shape), s, 1e-5)
 
 
+@pytest.mark.parametrize("tiles_of", [None, torch.bfloat16], ids=["own-tiles", "16-bit-tiles"])
 @pytest.mark.parametrize("arch", [90, 80], ids=["sm90", "sm80"])  # the two targets' tiles
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("h, w, c, long", [(19, 37, 5, False), (5, 1, 70, False), (37, 37, 5, True)],
                          ids=["two-chunks", "one-chunk-two-channel-blocks", "two-long-chunks"])
-def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, long, channels_last, arch, poisoned,
-                                                                 monkeypatch, request):
+def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, long, channels_last, arch, tiles_of,
+                                                                 poisoned, monkeypatch, request):
     """``conv3x3_weight_grad`` alone, in float64: its chunk partials summed over the chunks are
     the 3x3 weight gradient sum_p x[p + t] g[p] (x zero outside the image) and its tap sums are
     sum over the pixels p with p + t in the image of g[p]; N below the padded NP, channels that
@@ -271,10 +272,17 @@ def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, long, 
     one chunk holding the image's first and last rows, one column wide, over two channel blocks
     (the tap sums written by channel block 0 alone); chunks of twice the rows (large launches on
     sm_90 take them: here every launch, by a threshold of 0 programs), two with a partial last
-    one (sm_80 keeps 16 rows: three)."""
+    one (sm_80 keeps 16 rows: three). ``tiles_of``: the tiles a target picks for inputs of that
+    dtype (16-bit: 64 pixels a step, and 32-wide tile rows on channels_last sm_90), run here in
+    float64 (the interpreter has no bfloat16)."""
     from fade_triton.ops import conv3x3 as conv
+    from fade_triton.ops.helpers import Spec
     from fade_triton.testing import simulated_gpu
 
+    if tiles_of is not None:
+        own = conv.weight_grad_config
+        monkeypatch.setattr(conv, "weight_grad_config", lambda x, g, np_, target: own(
+            Spec(x.shape, x.stride(), tiles_of), Spec(g.shape, g.stride(), tiles_of), np_, target))
     rows = 2 * conv.WGRAD_ROWS if long and arch >= 90 else conv.WGRAD_ROWS  # sm_80 keeps the short ones
     if long:
         monkeypatch.setattr(conv, "WGRAD_LONG_CHUNK_PROGRAMS", 0)
@@ -286,6 +294,8 @@ def test_weight_gradient_partials_sum_to_the_3x3_weight_gradient(h, w, c, long, 
         x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
     with simulated_gpu(arch) as target:
         tiles = conv.weight_grad_config(x, g, 16, target)
+        if tiles_of is not None and arch >= 90:  # the tile rows this case is for
+            assert tiles["TX"] == 32 and tiles["BLOCK_P"] == 64
         if h > rows:
             assert h % rows and w > tiles["TX"] and c < tiles["BLOCK_C"]
         else:
@@ -477,15 +487,18 @@ DOT_BWD_CASES = [(2, 70, 5, 7, 2, 5, 1, 0, "nchw"), (1, 24, 6, 9, 2, 3, 1, 1, "c
 DOT_BWD_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
 
 
+@pytest.mark.parametrize("arch", [90, 80], ids=["sm90", "sm80"])  # the targets' plans (sm_80: en summed before the dots)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("case", DOT_BWD_CASES, ids=lambda c: "b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*c))
-def test_dot_mask_gradient_kernel(case, dtype, poisoned):
+def test_dot_mask_gradient_kernel(case, dtype, arch, poisoned):
     """``reassemble_bwd(kernel="dot")`` against float64 autograd of the reference: the logit (mask)
     gradient, the log-sum-exp, the phase-summed logit gradient and the gate-logit gradient in
-    ``dlo``, and the feature gradient (its kernel reads the log-sum-exp)."""
+    ``dlo``, and the feature gradient (its kernel reads the log-sum-exp); with sm_90's and
+    sm_80's plans."""
     import torch.nn.functional as F
 
     from fade_triton.ops.reassemble_bwd import reassemble_bwd
+    from fade_triton.testing import simulated_gpu
 
     b, c, h, w, s, k, groups, crop, layout = case
     oh, ow, k2 = h * s - crop, w * s - crop, k * k
@@ -500,7 +513,8 @@ def test_dot_mask_gradient_kernel(case, dtype, poisoned):
     dx, dm = torch.empty_like(x), torch.empty(b, groups * k2, oh, ow, dtype=acc)
     lo = torch.empty(b, h, w, 32 if k2 < 32 else 64, dtype=acc)  # as semi_shift_lo's buffer
     dlo = lo.permute(0, 3, 1, 2)[:, :k2 + 1] if fade else None
-    reassemble_bwd(dout, x, masks, gate, en if fade else None, dx, dm, dlo, k, groups, s, fade, kernel="dot")
+    with simulated_gpu(arch):
+        reassemble_bwd(dout, x, masks, gate, en if fade else None, dx, dm, dlo, k, groups, s, fade, kernel="dot")
 
     xr, mr = x.double().requires_grad_(), masks.double().requires_grad_()
     if fade:

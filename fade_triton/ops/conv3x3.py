@@ -491,15 +491,17 @@ def conv3x3_weight_grad_kernel(
 def weight_grad_config(x, g, np_: int, target) -> dict:
     """Tiles of ``conv3x3_weight_grad_kernel`` (static properties of ``x`` and the gradient
     ``g``, tensors or ``Spec``s). sm_90: 64 input channels x NP per accumulator (the dot's M = 64
-    takes wgmma) over 4 warps (8 for 16-bit channel-fast x with a channel-fast gradient: the
-    low-resolution branch on channels_last), 64 pixels a step (32 in float32), two pipeline
+    takes wgmma) over 4 warps, 64 pixels a step (32 in float32) in tile rows of 32 (16 for
+    channel-fast x, except 16-bit channel-fast x with a channel-fast gradient: the low-resolution
+    branch on channels_last, where the speed model, bf16 headline, puts 32-wide rows over 4 warps
+    at 22.4 us against 29.1 for 16-wide ones over 8 warps and 41.8 over 4), two pipeline
     stages (the gradient tiles' 4-byte float32 loads become cp.async even where a one-pixel shift
     breaks their vectors). sm_80 (mma.sync keeps both operands in registers): 16 x NP over 4
     warps, one row of 32 pixels a step (16 in float32 or channels_last)."""
     if target.arch >= 90:
         wide = channel_fast(x) and channel_fast(g) and x.element_size() <= 2
-        return dict(TX=16 if channel_fast(x) else 32, BLOCK_P=64 if x.element_size() <= 2 else 32,
-                    BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=8 if wide else 4, num_stages=2)
+        return dict(TX=16 if channel_fast(x) and not wide else 32, BLOCK_P=64 if x.element_size() <= 2 else 32,
+                    BLOCK_C=min(64, next_pow2(x.shape[1], 16)), NP=np_, num_warps=4, num_stages=2)
     block_p = 32 if x.element_size() <= 2 and not channel_fast(x) else 16
     return dict(TX=block_p, BLOCK_P=block_p, BLOCK_C=16, NP=np_, num_warps=4, num_stages=1)
 
