@@ -481,9 +481,11 @@ def test_wrap_kernel_is_wrap_triton_without_its_imports():
 
 # The tensor-core mask gradient (ops/reassemble_dot.py), forced where "auto" would pick the FMA
 # kernel (float64, and float32 under the interpreter): (b, c, h, w, s, k, groups, crop, layout).
-# C=70: a channel remainder; groups > 1: CARAFE (masks as given); crop: an output smaller than s x x.
+# C=70: a channel remainder (channels_last: three 32-channel steps, sm_90's tile there);
+# groups > 1: CARAFE (masks as given); crop: an output smaller than s x x.
 DOT_BWD_CASES = [(2, 70, 5, 7, 2, 5, 1, 0, "nchw"), (1, 24, 6, 9, 2, 3, 1, 1, "channels_last"),
-                 (1, 16, 3, 4, 4, 7, 1, 2, "nchw"), (1, 24, 4, 5, 2, 3, 2, 0, "channels_last")]
+                 (1, 16, 3, 4, 4, 7, 1, 2, "nchw"), (1, 24, 4, 5, 2, 3, 2, 0, "channels_last"),
+                 (1, 70, 5, 7, 2, 3, 1, 1, "channels_last")]
 DOT_BWD_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
 
 
