@@ -489,7 +489,7 @@ DOT_BWD_CASES = [(2, 70, 5, 7, 2, 5, 1, 0, "nchw"), (1, 24, 6, 9, 2, 3, 1, 1, "c
 DOT_BWD_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
 
 
-@pytest.mark.parametrize("arch", [90, 80], ids=["sm90", "sm80"])  # the targets' plans (sm_80: en summed before the dots)
+@pytest.mark.parametrize("arch", [90, 80], ids=["sm90", "sm80"])  # the targets' plans (sm_80: en before the dots)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
 @pytest.mark.parametrize("case", DOT_BWD_CASES, ids=lambda c: "b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*c))
 def test_dot_mask_gradient_kernel(case, dtype, arch, poisoned):
