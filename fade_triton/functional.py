@@ -41,7 +41,12 @@ def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_w
 
 def fade_with_cache(en, de, weights: tuple, scale, backend: str, cache) -> torch.Tensor:
     """``fade`` with a ``FoldedWeightCache`` for the Triton path's folded weights (the modules
-    pass their own; the other implementations ignore it)."""
+    pass their own; the other implementations ignore it). A call the cache validated before runs
+    again without the checks and the backend choice (``FoldedWeightCache.replay``)."""
+    if cache is not None:
+        out = cache.replay(en, de, weights, scale, backend)
+        if out is not None:
+            return out
     with tracer_warnings_off():
         _, scale, depthwise = check_fade_args(en, de, *weights, scale)
         run = implementation("fade", backend, en.device)

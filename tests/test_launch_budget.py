@@ -112,3 +112,14 @@ def test_launch_plans_are_computed_once_per_signature(monkeypatch):
         with pytest.raises(ValueError, match="negative size"):
             plan(-1, ())
     assert built[-2:] == [-1, -1]
+
+
+def test_host_time_tool_times_each_call_beside_torchs_floor(cpu_default_device):
+    """``bench.tools.host_time.measure``: the four public calls, with their launch counts and
+    torch's floor for the same call timed beside each (kernels replaced by no-ops: it runs anywhere)."""
+    from bench.tools import host_time
+
+    rows = host_time.measure(repeats=10)
+    assert [(label, n) for label, _, n, _ in rows] == [("FADE forward", 3), ("FADE forward+backward", 10),
+                                                        ("FADELite forward", 3), ("FADELite forward+backward", 10)]
+    assert all(us > 0 and floor > 0 for _, us, _, floor in rows)

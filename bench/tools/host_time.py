@@ -3,11 +3,13 @@
 Runs the ``triton`` path's public calls (``FADE`` / ``FADELite`` forward, and forward +
 backward) on CPU tensors with every Triton launch replaced by a no-op
 (``fade_triton.testing.recorded_launches(run=False)``) and the launchers set up as on an sm_90
-GPU (``fade_triton.testing.simulated_gpu``), and reports the median wall time per call: everything the package does on the
-host (argument checks, backend choice, the prepared-weight cache, the operator dispatch,
-allocations, launch configuration) except the kernels themselves and Triton's own launcher
-(binding the arguments and the driver call, which need a GPU to measure). Shapes are small
-so that allocating the outputs costs little; the host work does not depend on them.
+GPU (``fade_triton.testing.simulated_gpu``), and reports the median wall time per call:
+everything the package does on the host (argument checks, backend choice, the prepared-weight
+cache, the operator dispatch, allocations, launch configuration) except the kernels themselves
+and Triton's own launcher (binding the arguments and the driver call, which need a GPU to
+measure). Shapes are small so that allocating the outputs costs little; the host work does not
+depend on them. Each row is timed call by call alternately with torch's floor for the same call
+(``DoNothing``): the machine's speed drifts 2x from hour to hour, so runs compare by the ratio.
 """
 from __future__ import annotations
 
@@ -86,9 +88,17 @@ def torch_floor_step(en, de, model):
     return training_step(lambda en_g, de_g: DoNothing.apply(en_g, de_g, *params, *extras, 2, True)[0], en, de, model)
 
 
-def measure(repeats: int = 500) -> list[tuple[str, float, int, float | None]]:
-    """(label, median µs per call, kernel launches per call, torch's floor for a forward+backward
-    timed alternately with it, else None)."""
+def torch_floor_forward(en, de, model):
+    """``DoNothing`` called as a forward without autograd (the rows' ``torch.no_grad``): torch's
+    share of a FADE forward, an ``autograd.Function`` call of its arity allocating its output."""
+    params = list(model.parameters())[:7]
+    extras = [torch.empty(1) for _ in range(5)]
+    return lambda: DoNothing.apply(en, de, *params, *extras, 2, True)[0]
+
+
+def measure(repeats: int = 500) -> list[tuple[str, float, int, float]]:
+    """(label, median µs per call, kernel launches per call, torch's floor for the same call
+    timed alternately with it)."""
     rows = []
     en, de = torch.randn(2, 64, 16, 16), torch.randn(2, 64, 8, 8)
     with simulated_gpu(90), recorded_launches(run=False) as launches:
@@ -98,7 +108,8 @@ def measure(repeats: int = 500) -> list[tuple[str, float, int, float | None]]:
                 launches.clear()
                 model(en, de)
                 n = len(launches)
-                rows.append((f"{cls.__name__} forward", per_call_us(lambda: model(en, de), repeats)[0], n, None))
+                us, floor = per_call_us(lambda: model(en, de), repeats, torch_floor_forward(en, de, model))
+                rows.append((f"{cls.__name__} forward", us, n, floor))
             step = training_step(model, en, de, model)
             launches.clear()
             step()
@@ -120,12 +131,10 @@ def main(argv=None):
     print(f"host time per call, kernels replaced by no-ops; {os.cpu_count()} cores ({cpu}), "
           f"torch {torch.__version__}, python {sys.version.split()[0]}")
     for label, us, n, floor in measure(args.repeats):
-        line = f"  {label:28s} {us:8.1f} µs   ({n} kernel launches)"
-        if floor is not None:
-            line += f"; torch's floor {floor:.1f} µs, {us - floor:.1f} above it ({us / floor:.1f}x)"
-        print(line)
-    print("  torch's floor: a do-nothing autograd.Function of FADE's arity with the same gradient resets, "
-          "timed call by call alternately with the row")
+        print(f"  {label:28s} {us:8.1f} µs   ({n:2d} kernel launches); torch's floor {floor:6.1f} µs, "
+              f"{us - floor:6.1f} above it ({us / floor:.1f}x)")
+    print("  torch's floor: a do-nothing autograd.Function of FADE's arity (forward: called without autograd; "
+          "forward+backward: with the same gradient resets), timed call by call alternately with the row")
 
 
 if __name__ == "__main__":

@@ -299,6 +299,12 @@ def direct_call(operator, function, implementation, args: tuple, tensors: tuple,
     ``function`` (a ``direct_function``) when autograd records ``inputs``, else the implementation."""
     if not direct_call_ok(*tensors):
         return operator(*args)
+    return direct_run(function, implementation, args, inputs)
+
+
+def direct_run(function, implementation, args: tuple, inputs: tuple):
+    """The eager fast path of ``direct_call`` where ``direct_call_ok`` is known to hold:
+    ``function.apply(*args)`` when autograd records ``inputs``, else the implementation."""
     if needs_autograd(*inputs):
         return function.apply(*args)
     return run_unwrapped(implementation, args)

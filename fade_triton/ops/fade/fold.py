@@ -1,13 +1,17 @@
 """The semi-shift weights prepared for the Triton kernels: the 1x1 compressors folded into the
 shared 3x3, padded and in the compute dtype; and the cache that prepares them once per weight
-version. No triton import (the modules hold the cache)."""
+version and remembers the calls validated with them. No triton import (the modules hold the
+cache)."""
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
 
-from ..helpers import accumulator_dtype, next_pow2
+from ...backend import exporting, interpreter_enabled
+from ...checks import autocast_enabled
+from .. import helpers
+from ..helpers import accumulator_dtype, direct_call_ok, next_pow2
 
 
 class PackedWeights(NamedTuple):
@@ -90,14 +94,38 @@ def current_stream(device: torch.device):
     return torch.cuda.current_stream(device) if device.type == "cuda" else None
 
 
+# signatures an entry validates at most (inputs of many sizes: the rest take the full path)
+MAX_VALIDATED_CALLS = 1024
+
+
+class CacheEntry(NamedTuple):
+    """One ``FoldedWeightCache`` entry: the weights' key, their storages (pinned), the packed
+    weights, the CUDA stream they were prepared on and those they were used on, and the calls
+    validated with these weights (``FoldedWeightCache.remember``: call signature -> runner)."""
+
+    key: tuple
+    pinned: list
+    packed: PackedWeights
+    made_on: object
+    used_on: set
+    calls: dict
+
+
 class FoldedWeightCache:
-    """The folded weights of one module, prepared once per weight version.
+    """The folded weights of one module, prepared once per weight version, and the calls already
+    validated with them.
 
     The key holds each weight's storage, version counter (bumped by optimizer steps,
-    ``load_state_dict`` and any in-place change), dtype and device, and the compute dtype; the
-    cache pins the storages it was made from, so their memory cannot be reused under the same
+    ``load_state_dict`` and any in-place change), dtype, device and shape, and the compute dtype;
+    the cache pins the storages it was made from, so their memory cannot be reused under the same
     address. Under torch.compile / export the preparation is traced instead (a few small ops in
     the graph), and inference tensors (no version counter) are not cached.
+
+    Replay: a module call whose ``call_signature`` (inputs' shapes, dtypes, devices; plain eager
+    state) was validated with the entry's weights (``remember``: it passed the argument checks and
+    the backend choice gave the Triton path) runs again without them (``replay``): the checks and
+    the choice read nothing the signature and the weights' key do not hold. A new weight version
+    starts a new entry, with no validated calls.
 
     CUDA graphs: the version check runs on the host, so a graph that replayed cached tensors
     would never see a later optimizer step. While a capture is in progress the weights are
@@ -111,27 +139,85 @@ class FoldedWeightCache:
     """
 
     def __init__(self):
-        self._entry = None  # (key, pinned weights, PackedWeights, stream prepared on, streams used on)
+        self._entry: CacheEntry | None = None
 
     def get(self, weights: tuple, dtype: torch.dtype) -> PackedWeights:
         if torch.compiler.is_compiling() or capture_in_progress():
             return pack_weights(weights, dtype)
-        try:
-            key = (dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights))
-        except RuntimeError:  # inference tensors have no version counter
+        key = weights_key(weights, dtype)
+        if key is None:  # inference tensors have no version counter
             return pack_weights(weights, dtype)
-        stream = current_stream(weights[0].device)
-        if self._entry is None or self._entry[0] != key:
-            self._entry = (key, [w.detach() for w in weights], pack_weights(weights, dtype), stream, {stream})
-        _, _, packed, made_on, used_on = self._entry
-        if stream not in used_on:  # first use on another stream: order it after the preparation
-            stream.wait_stream(made_on)
-            for t in packed:
+        if self._entry is None or self._entry.key != key:
+            stream = current_stream(weights[0].device)
+            self._entry = CacheEntry(key, [w.detach() for w in weights], pack_weights(weights, dtype), stream,
+                                     {stream}, {})
+        return self._use(self._entry, weights[0].device)
+
+    def remember(self, en, de, weights: tuple, scale, runner) -> None:
+        """Record that a call on ``en``, ``de`` with ``weights`` and ``scale`` passed the checks and
+        took the Triton path (the caller has just run it): ``replay`` runs a call of the same
+        ``call_signature`` with the same weights through ``runner(en, de, weights, packed, scale)``.
+        Nothing is recorded outside plain eager state or where the entry holds other weights."""
+        entry = self._entry
+        if entry is None or len(entry.calls) >= MAX_VALIDATED_CALLS:
+            return
+        signature = call_signature(en, de, weights, scale)
+        if signature is not None and weights_key(weights, en.dtype) == entry.key:
+            entry.calls[signature] = runner
+
+    def replay(self, en, de, weights: tuple, scale, backend: str):
+        """The output of a call validated before (``remember``) with these weights, run by its
+        runner without the checks and the backend choice; None for any other call (which then
+        takes the full path). ``backend``: the user's; "auto" and "triton" both give the Triton
+        path wherever it was validated."""
+        if torch.compiler.is_compiling():  # first: torch.compile traces the full path
+            return None
+        entry = self._entry
+        if entry is None or not entry.calls or backend not in ("auto", "triton"):
+            return None
+        runner = entry.calls.get(call_signature(en, de, weights, scale))
+        if runner is None or weights_key(weights, en.dtype) != entry.key:
+            return None
+        return runner(en, de, weights, self._use(entry, weights[0].device), scale)
+
+    def _use(self, entry: CacheEntry, device: torch.device) -> PackedWeights:
+        """``entry``'s packed weights for the current stream: the first use on another stream
+        orders it after the preparation."""
+        stream = current_stream(device)
+        if stream not in entry.used_on:
+            stream.wait_stream(entry.made_on)
+            for t in entry.packed:
                 t.record_stream(stream)
-            used_on.add(stream)
-        return packed
+            entry.used_on.add(stream)
+        return entry.packed
 
     @property
     def packed(self) -> PackedWeights | None:
         """What the last ``get`` returned from the cache (None before the first)."""
-        return None if self._entry is None else self._entry[2]
+        return None if self._entry is None else self._entry.packed
+
+
+def weights_key(weights: tuple, dtype: torch.dtype) -> tuple | None:
+    """The cache key of ``weights`` folded in ``dtype`` (storage, version, dtype, device and shape
+    of each); None for inference tensors (no version counter) or an absent weight."""
+    try:
+        return dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device, w.shape) for w in weights)
+    except (RuntimeError, AttributeError):
+        return None
+
+
+def call_signature(en, de, weights: tuple, scale) -> tuple | None:
+    """What a FADE call's argument checks and backend choice read besides the weights, where
+    nothing else decides them: ``en`` and ``de``'s shapes, dtypes and devices, ``scale`` (and its
+    type: a bool is refused), the simulated GPU and, on CPU, the interpreter switch. None unless
+    the call runs in plain eager state: the operator's fast path applies to every tensor
+    (``helpers.direct_call_ok``: no torch.compile / export, no dispatch or function mode, no
+    functorch transform, plain tensors), no jit trace or ONNX export, autocast off, no CUDA graph
+    capture."""
+    if not direct_call_ok(en, de, *weights) or en is None or de is None or exporting():
+        return None
+    device = en.device
+    if autocast_enabled(device.type) or capture_in_progress():  # capture: as FoldedWeightCache.get decides
+        return None
+    return (en.shape, en.dtype, device, de.shape, de.dtype, de.device, type(scale), scale, helpers.SIMULATED_TARGET,
+            device.type == "cpu" and interpreter_enabled())

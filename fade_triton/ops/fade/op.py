@@ -30,7 +30,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from ...backend import triton_installed
 from ..helpers import (autocast_inputs, autocast_off, backward_call, device_guard, direct_call, direct_function,
-                       launches_skipped, memory_format_of)
+                       direct_run, launches_skipped, memory_format_of)
 from .eager import fade_torch_backward, fade_torch_forward
 from .fold import FoldedWeightCache, PackedWeights, pack_weights
 
@@ -147,7 +147,17 @@ def fade_triton_path(en, de, weights, scale, depthwise, cache: FoldedWeightCache
     en, de, *weights = autocast_inputs(en, de, *weights)
     packed = cache.get(raw, en.dtype) if cache is not None else pack_weights(tuple(weights), en.dtype)
     with autocast_off(en.device.type):
-        return fade_call(en, de, *weights, *packed, scale, True)[0]
+        out = fade_call(en, de, *weights, *packed, scale, True)[0]
+    if cache is not None:  # validated: the next call of this signature may skip the checks (fold.py)
+        cache.remember(en, de, raw, scale, fade_replay)
+    return out
+
+
+def fade_replay(en, de, weights: tuple, packed: PackedWeights, scale) -> Tensor:
+    """``fade_triton_path`` for a call its module's cache validated before
+    (``FoldedWeightCache.replay``: plain eager state, autocast off, the same signature and weights):
+    the operator's eager fast path on the cached folded weights, nothing else."""
+    return direct_run(FadeFunction, fade_forward_impl, (en, de, *weights, *packed, scale, True), (en, de, *weights))[0]
 
 
 def fade_torch_path(en, de, weights, scale, depthwise, cache=None) -> Tensor:
