@@ -11,7 +11,7 @@ import torch
 
 import fade_triton as ft
 from fade_triton.ops.fade import fold
-from util import ON_CUDA
+from util import ON_CUDA, torch_backend_output
 
 
 def small_fade():
@@ -19,14 +19,6 @@ def small_fade():
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     return model, torch.randn(1, 8, 6, 4), torch.randn(1, 8, 3, 2)
-
-
-def torch_backend_output(model, en, de):
-    model.backend = "torch"
-    try:
-        return model(en, de)
-    finally:
-        model.backend = "triton"
 
 
 def test_capture_in_progress_folds_weights_on_every_call_outside_the_cache(monkeypatch):

@@ -2,12 +2,17 @@
 call whose signature and weights were validated before skips the argument checks and the backend
 choice, launches what the full path launches, trains as it does, and never skips a check that would
 fail or a state that changes the path."""
+import warnings
+
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import fade_triton as ft
 from fade_triton import functional
-from fade_triton.testing import recorded_launches
+from fade_triton.ops.fade import fold
+from fade_triton.testing import recorded_launches, simulated_gpu
+from util import torch_backend_output
 
 
 def counted_checks(monkeypatch) -> list:
@@ -31,6 +36,14 @@ def launch_signatures(launches) -> list:
 def small_fade():
     model = ft.FADE(8, up_kernel_size=3, embedding_dim=8, backend="triton")
     return model, torch.randn(1, 8, 6, 4), torch.randn(1, 8, 3, 2)
+
+
+def validated():
+    """``small_fade()`` after a validated call and its replay (kernels run)."""
+    model, en, de = small_fade()
+    model(en, de)
+    model(en, de)
+    return model, en, de
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
@@ -85,11 +98,35 @@ def _wrong_weight_shape(model, en, de):
     return model(en, de)
 
 
+def _wrong_weight_view(model, en, de):  # the same storage and version counter, another shape
+    conv = model.gate_generator.conv
+    conv.weight = torch.nn.Parameter(conv.weight.detach().view(1, 1, 8, 1))
+    return model(en, de)
+
+
+def _weight_prefix(model, en, de):  # the same storage, version counter and strides, another shape
+    compressor = model.ker_generator.compressor_en
+    compressor.bias = torch.nn.Parameter(compressor.bias.detach()[:4])
+    return model(en, de)
+
+
+def _wrong_en_size(model, en, de):
+    return model(en[:, :, :3], de)
+
+
+def _other_device(model, en, de):
+    return model(en.to("meta"), de.to("meta"))
+
+
 @pytest.mark.parametrize("call, error, match", [
     (_wrong_dtype, TypeError, "share a dtype"),
     (_wrong_size, ValueError, "scale=2 times de"),
     (_wrong_weight_shape, ValueError, "gate_weight must have shape"),
-], ids=["dtype", "size", "weight-shape"])
+    (_wrong_weight_view, ValueError, "gate_weight must have shape"),
+    (_weight_prefix, ValueError, "en_bias must have shape"),
+    (_wrong_en_size, ValueError, "en must be scale=2"),
+    (_other_device, ValueError, "inputs' device"),
+], ids=["dtype", "size", "weight-shape", "weight-view", "weight-prefix", "en-size", "device"])
 def test_a_validated_call_never_lets_a_failing_one_through(call, error, match):
     model, en, de = small_fade()
     with recorded_launches(run=False):
@@ -131,3 +168,64 @@ def test_another_backend_takes_its_own_path():
         launches.clear()
         model(en, de)
     assert launches == []  # the torch path launches no Triton kernel
+
+
+def test_a_weight_swapped_for_a_transposed_view_of_itself_is_folded_again():
+    """Same storage, version counter and (square) shape: the strides in the key tell them apart."""
+    model, en, de = validated()
+    conv = model.ker_generator.compressor_de
+    conv.weight = torch.nn.Parameter(conv.weight.detach().transpose(0, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(en, de), torch_backend_output(model, en, de), rtol=1e-5, atol=1e-5)
+
+
+def test_a_first_call_under_inference_mode_leaves_training_working():
+    model, en, de = small_fade()
+    with torch.inference_mode(), recorded_launches(run=False):
+        model(en, de)
+    with recorded_launches(run=False):
+        model(en, de).sum().backward()  # the cached folded weights are ordinary tensors
+    assert model.gate_generator.conv.weight.grad is not None
+
+
+def test_the_interpreter_switched_off_refuses_the_triton_backend(monkeypatch):
+    model, en, de = validated()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="cannot run on cpu"):
+        model(en, de)
+
+
+def test_leaving_a_simulated_gpu_refuses_the_triton_backend(monkeypatch):
+    model, en, de = small_fade()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with simulated_gpu(90), recorded_launches(run=False):
+        model(en, de)
+        model(en, de)
+    with pytest.raises(RuntimeError, match="cannot run on cpu"):
+        model(en, de)
+
+
+def test_jit_trace_after_validated_calls_records_the_export_formulation():
+    model, en, de = validated()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (en, de))
+    en2, de2 = torch.randn_like(en), torch.randn_like(de)
+    torch.testing.assert_close(traced(en2, de2), model(en2, de2), rtol=1e-4, atol=1e-5)
+
+
+def test_modes_after_validated_calls_see_the_operator():
+    model, en, de = validated()
+    with FlopCounterMode(display=False) as counter:
+        model(en, de)
+    assert counter.get_total_flops() > 0
+
+
+def test_a_capture_after_validated_calls_folds_the_weights(monkeypatch):
+    model, en, de = validated()
+    folds, real = [], fold.pack_weights
+    monkeypatch.setattr(fold, "pack_weights", lambda *a: folds.append(1) or real(*a))
+    monkeypatch.setattr(fold, "capture_in_progress", lambda: True)
+    with recorded_launches(run=False):
+        model(en, de)
+    assert folds == [1]

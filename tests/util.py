@@ -61,3 +61,12 @@ def assert_fade_grads_match_reference(fn, inputs, grad_out, scale, tol, dtype=No
 def assert_close_rel(out, ref, tol):
     err = rel_err(out, ref)
     assert err < tol, f"relative error {err:.3e} >= {tol:.1e}"
+
+
+def torch_backend_output(model, en, de):
+    """``model(en, de)`` on the ``torch`` backend, the model set back to ``triton`` after."""
+    model.backend = "torch"
+    try:
+        return model(en, de)
+    finally:
+        model.backend = "triton"

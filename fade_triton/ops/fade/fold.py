@@ -116,10 +116,13 @@ class FoldedWeightCache:
     validated with them.
 
     The key holds each weight's storage, version counter (bumped by optimizer steps,
-    ``load_state_dict`` and any in-place change), dtype, device and shape, and the compute dtype;
-    the cache pins the storages it was made from, so their memory cannot be reused under the same
-    address. Under torch.compile / export the preparation is traced instead (a few small ops in
-    the graph), and inference tensors (no version counter) are not cached.
+    ``load_state_dict`` and any in-place change, but not by a change through ``.data``, which
+    counts its own: change weights in place under ``torch.no_grad()``), dtype, device, shape and
+    strides, and the compute dtype; the cache pins the storages it was made from, so their memory
+    cannot be reused under the same address. Under torch.compile / export the preparation is
+    traced instead (a few small ops in the graph), and inference tensors (no version counter) are
+    not cached. An entry made under ``torch.inference_mode`` holds ordinary tensors, so later
+    calls may train.
 
     Replay: a module call whose ``call_signature`` (inputs' shapes, dtypes, devices; plain eager
     state) was validated with the entry's weights (``remember``: it passed the argument checks and
@@ -149,8 +152,9 @@ class FoldedWeightCache:
             return pack_weights(weights, dtype)
         if self._entry is None or self._entry.key != key:
             stream = current_stream(weights[0].device)
-            self._entry = CacheEntry(key, [w.detach() for w in weights], pack_weights(weights, dtype), stream,
-                                     {stream}, {})
+            with torch.inference_mode(False):  # a first call under inference_mode: later calls may train
+                packed = pack_weights(weights, dtype)
+            self._entry = CacheEntry(key, [w.detach() for w in weights], packed, stream, {stream}, {})
         return self._use(self._entry, weights[0].device)
 
     def remember(self, en, de, weights: tuple, scale, runner) -> None:
@@ -198,10 +202,11 @@ class FoldedWeightCache:
 
 
 def weights_key(weights: tuple, dtype: torch.dtype) -> tuple | None:
-    """The cache key of ``weights`` folded in ``dtype`` (storage, version, dtype, device and shape
-    of each); None for inference tensors (no version counter) or an absent weight."""
+    """The cache key of ``weights`` folded in ``dtype`` (storage, version, dtype, device, shape and
+    strides of each: a weight swapped for a view of itself keeps the first four); None for
+    inference tensors (no version counter) or an absent weight."""
     try:
-        return dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device, w.shape) for w in weights)
+        return dtype, tuple((w.data_ptr(), w._version, w.dtype, w.device, w.shape, w.stride()) for w in weights)
     except (RuntimeError, AttributeError):
         return None
 
