@@ -79,21 +79,26 @@ def training_step(forward, en, de, model):
     return step
 
 
+def do_nothing_call(model):
+    """``(en, de) -> DoNothing.apply(...)[0]`` on ``model``'s first seven parameters and five
+    more tensors: a FADE call's arity."""
+    params = list(model.parameters())[:7]
+    extras = [torch.empty(1) for _ in range(5)]
+    return lambda en, de: DoNothing.apply(en, de, *params, *extras, 2, True)[0]
+
+
 def torch_floor_step(en, de, model):
     """``training_step`` of ``DoNothing`` on FADE's inputs and the module's parameters: what torch
     takes before the package does anything (machines differ by 2x and more from hour to hour; the
     floor, timed in the same run, is the yardstick)."""
-    params = list(model.parameters())[:7]
-    extras = [torch.empty(1) for _ in range(5)]
-    return training_step(lambda en_g, de_g: DoNothing.apply(en_g, de_g, *params, *extras, 2, True)[0], en, de, model)
+    return training_step(do_nothing_call(model), en, de, model)
 
 
 def torch_floor_forward(en, de, model):
     """``DoNothing`` called as a forward without autograd (the rows' ``torch.no_grad``): torch's
     share of a FADE forward, an ``autograd.Function`` call of its arity allocating its output."""
-    params = list(model.parameters())[:7]
-    extras = [torch.empty(1) for _ in range(5)]
-    return lambda: DoNothing.apply(en, de, *params, *extras, 2, True)[0]
+    call = do_nothing_call(model)
+    return lambda: call(en, de)
 
 
 def measure(repeats: int = 500) -> list[tuple[str, float, int, float]]:
