@@ -10,6 +10,12 @@ Backends (all compute the function in SPEC.md):
 - ``"mmcv"``: the official implementation, ``mmcv.ops.carafe`` (CUDA, compiled mmcv only).
 - ``"auto"``: ``"triton"`` where it can run, otherwise ``"torch"``.
 
+Forward-mode AD (``torch.func.jvp``, ``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``) has no
+formula in the ``triton``, ``torch`` and ``mmcv`` implementations (custom operators and kernels):
+while it pushes tangents through a call, ``"auto"`` resolves to ``"naive"`` (standard operators,
+forward-differentiable) and an explicit ``"triton"``, ``"torch"`` or ``"mmcv"`` raises
+NotImplementedError, rather than return a tangent of zero or none (``forward_ad_active``).
+
 Whatever the choice, two cases resolve by themselves. While an exporter records the model
 (``torch.onnx.export``, either exporter, or ``torch.jit.trace``) every backend resolves to
 ``"export"``: a formulation in standard operators (``ops/fade/naive.py``), so the
@@ -28,6 +34,7 @@ import os
 import sys
 
 import torch
+from torch.autograd import forward_ad
 
 BACKENDS = ("auto", "triton", "torch", "naive", "mmcv")
 
@@ -99,6 +106,19 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
+def forward_ad_active(*tensors) -> bool:
+    """Whether forward-mode AD may push tangents through a call on ``tensors`` (None allowed): a
+    forward-AD level is open and, outside functorch transforms, one of ``tensors`` carries a
+    tangent at it. Under a transform (``torch.func.jvp`` and the rest) every call counts: its
+    tensors' tangents cannot be read there (``vmap`` has no rule to unpack a dual tensor). One
+    module attribute read when no level is open."""
+    if forward_ad._current_level < 0:
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
 def check_backend(backend: str) -> str:
     """``backend`` if it is one of ``BACKENDS``, else a ValueError naming the choices."""
     if backend not in BACKENDS:
@@ -106,19 +126,28 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device, forward_ad: bool = False) -> str:
     """Map a user's ``backend`` argument to the implementation that will run on ``device``:
     one of ``BACKENDS`` but "auto", or "export" while an exporter records (see the module's
-    docstring).
+    docstring). ``forward_ad``: forward-mode AD pushes tangents through the call
+    (``forward_ad_active``).
 
-    Raises ValueError for an unknown name and RuntimeError for an explicit request that
-    cannot run here (rather than silently running something else).
+    Raises ValueError for an unknown name, RuntimeError for an explicit request that cannot run
+    here and NotImplementedError for one that cannot differentiate in forward mode (rather than
+    silently running something else or returning a wrong tangent).
     """
     check_backend(backend)
     if exporting():
         return "export"
     if device.type == "meta":
         return "naive" if backend == "naive" else "torch"
+    if forward_ad:
+        if backend in ("auto", "naive"):
+            return "naive"
+        raise NotImplementedError(
+            f"backend={backend!r} has no forward-mode AD formula (torch.func.jvp, jacfwd, hessian, "
+            "torch.autograd.forward_ad): use backend='naive' or 'auto', which runs 'naive' while forward-mode "
+            "AD is on (standard PyTorch operators, at the naive path's speed and memory)")
     if backend == "auto":
         return "triton" if triton_supports(device) else "torch"
     if backend == "triton" and not triton_supports(device):
@@ -135,10 +164,10 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def implementation(op: str, backend: str, device: torch.device):
+def implementation(op: str, backend: str, device: torch.device, forward_ad: bool = False):
     """The function that runs ``op`` ("fade" or "carafe") for the user's ``backend`` on ``device``
     (``resolve_backend``, then ``IMPLEMENTATIONS``)."""
-    module, _, name = IMPLEMENTATIONS[(resolve_backend(backend, device), op)].partition(":")
+    module, _, name = IMPLEMENTATIONS[(resolve_backend(backend, device, forward_ad), op)].partition(":")
     if module not in sys.modules:  # fade_triton.ops imports them all: this is for a caller that did not
         importlib.import_module(module)
     return getattr(sys.modules[module], name)  # (a lookup torch.compile traces without a graph break)

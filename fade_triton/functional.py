@@ -11,7 +11,7 @@ import warnings
 
 import torch
 
-from .backend import implementation
+from .backend import forward_ad_active, implementation
 from .checks import check_carafe_args, check_fade_args
 
 
@@ -30,7 +30,8 @@ def fade(en, de, gate_weight, gate_bias, en_weight, en_bias, de_weight, kernel_w
         kernel_weight, kernel_bias: the shared 3x3 content encoder, (K*K, E, 3, 3) for FADE or
             depthwise (K*K, 1, 3, 3) for FADE-Lite, and (K*K,).
         scale: integer upsampling factor s >= 1.
-        backend: "auto", "triton", "torch", "naive" or "mmcv" (see fade_triton.backend).
+        backend: "auto", "triton", "torch", "naive" or "mmcv" (see fade_triton.backend; under
+            forward-mode AD only "naive", which "auto" picks then).
 
     Returns:
         (B, C, OH, OW) (en's spatial size) in the inputs' dtype, laid out like ``en``.
@@ -49,7 +50,7 @@ def fade_with_cache(en, de, weights: tuple, scale, backend: str, cache) -> torch
             return out
     with tracer_warnings_off():
         _, scale, depthwise = check_fade_args(en, de, *weights, scale)
-        run = implementation("fade", backend, en.device)
+        run = implementation("fade", backend, en.device, forward_ad_active(en, de, *weights))
     return run(en, de, weights, scale, depthwise, cache)
 
 
@@ -72,7 +73,7 @@ def carafe(features, masks, kernel_size: int, group_size: int = 1, scale_factor:
     with tracer_warnings_off():
         kernel_size, group_size, scale_factor = check_carafe_args(features, masks, kernel_size, group_size,
                                                                   scale_factor)
-        run = implementation("carafe", backend, features.device)
+        run = implementation("carafe", backend, features.device, forward_ad_active(features, masks))
     return run(features, masks, kernel_size, group_size, scale_factor)
 
 

@@ -7,6 +7,7 @@ import functools
 from typing import NamedTuple
 
 import torch
+from torch.autograd import forward_ad
 from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled, wrap_triton
 from torch._subclasses.fake_tensor import FakeTensor
 
@@ -262,13 +263,14 @@ def direct_call_ok(*tensors) -> bool:
     a ``torch.autograd.Function`` around the same implementation): plain eager execution on plain
     tensors. False under torch.compile / torch.export, an active TorchDispatchMode
     (``FlopCounterMode``, fake and functional tensors, tracing) or TorchFunctionMode (including
-    ``torch.set_default_device``), a functorch transform (``vmap``, ``grad``), and for tensor
-    subclasses: the operator then runs through the dispatcher, so each of them sees it.
-    ``tensors``: the call's tensor arguments (None allowed)."""
+    ``torch.set_default_device``), a functorch transform (``vmap``, ``grad``), an open
+    forward-AD level (``backend.forward_ad_active`` decides such a call first; a replay must not
+    skip it), and for tensor subclasses: the operator then runs through the dispatcher, so each
+    of them sees it. ``tensors``: the call's tensor arguments (None allowed)."""
     if torch.compiler.is_compiling():  # first: the C checks below are not traced
         return False
     if (torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
-            or torch._C._functorch.peek_interpreter_stack() is not None):
+            or torch._C._functorch.peek_interpreter_stack() is not None or forward_ad._current_level >= 0):
         return False
     return all(t is None or type(t) in PLAIN_TENSOR_TYPES for t in tensors)
 
