@@ -10,6 +10,7 @@ from fade_triton.ops.fade.fold import pack_weights
 from fade_triton.ops.fade.triton_impl import semi_shift_hi, semi_shift_lo
 from fade_triton.ops.helpers import Target, dot_precision, spec
 from fade_triton.ops.reassemble import reassemble_fwd
+from fade_triton.testing import simulated_gpu
 from util import KERNEL_SHAPE_PARAMS
 from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem, rel_err
 
@@ -151,17 +152,23 @@ def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
 
 # The tensor-core reassembly (ops/reassemble_dot.py), forced where "auto" would pick the FMA kernel
 # (float64, and float32 under the interpreter, which has no TF32): (b, c, h, w, s, k, groups, crop,
-# layout). C=70: a channel remainder and two channel splits; groups > 1: CARAFE's given masks;
-# crop: an output smaller than s x de; s = 3 and 4: other tiles (one row of 64, four of 16).
+# layout). C=70: a channel remainder and two channel splits (channels_last, 4-byte x, sm_90: three
+# 32-channel steps with their loads before the dots); groups > 1: CARAFE's given masks; crop: an
+# output smaller than s x de; s = 3 and 4: other tiles (one row of 64, four of 16).
 DOT_CASES = [(2, 70, 5, 7, 2, 5, 1, 0, "nchw"), (1, 24, 6, 9, 2, 3, 2, 1, "channels_last"),
              (1, 16, 4, 5, 3, 5, 1, 0, "nchw"), (1, 16, 3, 4, 4, 7, 1, 2, "channels_last"),
-             (1, 64, 3, 40, 2, 5, 1, 0, "nchw")]
+             (1, 64, 3, 40, 2, 5, 1, 0, "nchw"), (1, 70, 4, 6, 2, 5, 1, 1, "channels_last")]
 DOT_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
 
 
+# sm_90's plans, and sm_80's where they differ (4-byte channels_last x past 64 channels)
+DOT_CASE_PARAMS = [pytest.param(case, arch, id="b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*case) + f"-sm{arch}")
+                   for case, arch in [*((case, 90) for case in DOT_CASES), (DOT_CASES[-1], 80)]]
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
-@pytest.mark.parametrize("case", DOT_CASES, ids=lambda c: "b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*c))
-def test_dot_reassembly_kernel(case, dtype, poisoned):
+@pytest.mark.parametrize("case,arch", DOT_CASE_PARAMS)
+def test_dot_reassembly_kernel(case, arch, dtype, poisoned):
     b, c, h, w, s, k, groups, crop, layout = case
     oh, ow = h * s - crop, w * s - crop
     x = torch.randn(b, c, h, w).to(dtype)
@@ -172,12 +179,14 @@ def test_dot_reassembly_kernel(case, dtype, poisoned):
     if groups == 1:  # FADE: logits, softmax, gate
         logits = torch.randn(b, k * k, oh, ow) * 3
         gate = torch.randn(b, 1, h, w)
-        reassemble_fwd(x, logits, gate[:, 0], en, out, k, 1, s, softmax=True, kernel="dot")
+        with simulated_gpu(arch):
+            reassemble_fwd(x, logits, gate[:, 0], en, out, k, 1, s, softmax=True, kernel="dot")
         g = ref.up(torch.sigmoid(gate.double()), s)[..., :oh, :ow]
         expect = g * en.double() + (1 - g) * ref.reassemble(x.double(), torch.softmax(logits.double(), 1), k, s)
     else:  # CARAFE: the masks as given
         masks = torch.softmax(torch.randn(b, groups, k * k, oh, ow), 2).flatten(1, 2).to(dtype)
-        reassemble_fwd(x, masks, None, None, out, k, groups, s, softmax=False, kernel="dot")
+        with simulated_gpu(arch):
+            reassemble_fwd(x, masks, None, None, out, k, groups, s, softmax=False, kernel="dot")
         expect = ref.reassemble(x.double(), masks.double(), k, s, groups)
     assert out.dtype == dtype
     assert_close_rel(out, expect, DOT_TOL[dtype])
@@ -199,6 +208,24 @@ def test_reassembly_kernel_choice(dtype, precision, scale, expect, monkeypatch):
                                           (0,) * 4, 5, 1, scale, True, Target(90))
     reassemble.reassemble_fwd_plan.cache_clear()
     assert (plan.kernel is reassemble_fwd_dot_kernel) == (expect == "dot")
+
+
+@pytest.mark.parametrize("dtype,layout,channels,arch,expect", [
+    (torch.float32, "channels_last", 256, 90, (32, True)), (torch.float32, "channels_last", 64, 90, (64, False)),
+    (torch.float32, "nchw", 256, 90, (64, False)), (torch.float32, "channels_last", 256, 80, (64, False)),
+    (torch.bfloat16, "channels_last", 256, 90, (64, False))])
+def test_dot_reassembly_step(dtype, layout, channels, arch, expect):
+    """The forward's channel step and load order (``reassemble_fwd_dot_plan``): 32 channels with
+    every load before the dots for 4-byte channels_last x on sm_90 past one 64-channel step; 64,
+    one slab before each dot, elsewhere. The kernel test above runs both orders."""
+    from fade_triton.ops.reassemble_dot import dot_tile, reassemble_fwd_dot_plan
+
+    x = torch.empty(2, channels, 8, 8, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    plan = reassemble_fwd_dot_plan(spec(x), (0,) * 4, True, (0,) * 3, (0,) * 4, (2, channels, 16, 16), (0,) * 4, 5,
+                                   1, 2, True, "tf32", dot_tile(x, 5, 2), arch)
+    assert (plan.meta["BLOCK_C"], plan.meta["SLABS_FIRST"]) == expect
 
 
 def test_dot_reassembly_batch_slices(monkeypatch, poisoned):

@@ -191,7 +191,7 @@ def reassemble_fwd_plan(x, m_strides, gated, gate_strides, en_strides, out_shape
         if tile is None:
             raise ValueError(f"the dot reassembly needs scale >= 2 and a narrower band (K={kernel_size}, s={scale})")
         return reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides,
-                                       kernel_size, group_size, scale, softmax, precision, tile)
+                                       kernel_size, group_size, scale, softmax, precision, tile, target.arch)
     b, c, h, w = x.shape
     cfg = tile_config(x, c // group_size, kernel_size, scale, target)
     splits, per = channel_splits(c // group_size, cfg["BLOCK_C"])

@@ -136,7 +136,7 @@ def reassemble_fwd_dot_kernel(
     stride_ob, stride_oc, stride_oh, stride_ow,
     K: tl.constexpr, S: tl.constexpr, SOFTMAX: tl.constexpr, GATE: tl.constexpr, ACC_FP64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, DY: tl.constexpr, TXO: tl.constexpr, Q: tl.constexpr, APAD: tl.constexpr,
-    BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr, K2P: tl.constexpr,
+    BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr, K2P: tl.constexpr, SLABS_FIRST: tl.constexpr,
 ):
     """The function of ``reassemble.reassemble_fwd_kernel`` (same tensors, strides and flags).
 
@@ -149,7 +149,8 @@ def reassemble_fwd_dot_kernel(
     reads (a power of two >= TXO/S + K - 1 + APAD - K//2). APAD: col0 = ox0 // S - APAD (>= K//2;
     a multiple of the vector width along x's rows, so NCHW slabs load as aligned vectors).
     BLOCK_C: channels a step. EVEN_C: BLOCK_C divides C_SPLIT and C_GROUP (no channel mask). K2P:
-    next_pow2(K*K).
+    next_pow2(K*K). SLABS_FIRST: a channel step issues its K slab loads (and the en tile's) before
+    its first dot, instead of one slab before each dot (each dot waits on its own load).
     Grid: (SPLITS * cdiv(OW, TXO), cdiv(OH, DY), B * GROUPS).
     """
     R: tl.constexpr = K // 2
@@ -182,13 +183,24 @@ def reassemble_fwd_dot_kernel(
         c_ok, c = dot_channels(c0, g, C_GROUP, BLOCK_C, EVEN_C)
         x_ptrs = x_base + c * stride_xc
         acc = tl.zeros((RW, BLOCK_C), ACC)
-        for i in tl.static_range(K):
-            slab = slab_load(x_ptrs, col_ok, zero_q + (ly + (i - R)), H, c_ok)
-            acc = tl.dot(mats[i], slab, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
-            x_ptrs += stride_xh
         io = pix_ok[:, None] & c_ok[None, :]
+        if SLABS_FIRST:  # every load of the step in flight before the first dot waits on one
+            slabs = ()
+            for i in tl.static_range(K):
+                slabs = slabs + (slab_load(x_ptrs, col_ok, zero_q + (ly + (i - R)), H, c_ok),)
+                x_ptrs += stride_xh
+            if GATE:
+                en_v = tl.load(en_ptr + b * stride_eb + c * stride_ec + en_off, mask=io, other=0.0).to(ACC)
+            for i in tl.static_range(K):
+                acc = tl.dot(mats[i], slabs[i], acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+        else:
+            for i in tl.static_range(K):
+                slab = slab_load(x_ptrs, col_ok, zero_q + (ly + (i - R)), H, c_ok)
+                acc = tl.dot(mats[i], slab, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+                x_ptrs += stride_xh
+            if GATE:
+                en_v = tl.load(en_ptr + b * stride_eb + c * stride_ec + en_off, mask=io, other=0.0).to(ACC)
         if GATE:
-            en_v = tl.load(en_ptr + b * stride_eb + c * stride_ec + en_off, mask=io, other=0.0).to(ACC)
             acc += gate[:, None] * (en_v - acc)
         tl.store(out_ptr + b * stride_ob + c * stride_oc + out_off, acc.to(out_ptr.dtype.element_ty), mask=io)
 
@@ -317,11 +329,17 @@ def dot_meta(x, kernel_size, scale, softmax, gated, precision, tile, block_c, c_
 
 
 def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_shape, out_strides, kernel_size,
-                            group_size, scale, softmax, precision, tile: dict) -> LaunchPlan:
-    """``reassemble_fwd_dot_kernel``'s launches (``x`` a ``Spec``; ``tile`` from ``dot_tile``)."""
+                            group_size, scale, softmax, precision, tile: dict, arch: int) -> LaunchPlan:
+    """``reassemble_fwd_dot_kernel``'s launches (``x`` a ``Spec``; ``tile`` from ``dot_tile``;
+    ``arch``: the target's compute capability)."""
     b, c, h, w = x.shape
     c_group = c // group_size
-    block_c = min(64, next_pow2(c_group, 16))
+    # 4-byte channels_last x on sm_90 past one 64-channel step: every load of a 32-channel step
+    # (128-byte slab rows, as 64 channels of 2-byte x) before its dots. Speed model, float32
+    # headline: 162 -> 128 registers, three programs an SM, 101.0 -> 77.3 us. Not NCHW (64
+    # channels keep four programs an SM there: 74.2 -> 100.3 us) nor sm_80 (mma.sync: 258 -> 412)
+    slabs_first = x.element_size() >= 4 and channel_fast(x) and arch >= 90 and c_group > 64
+    block_c = min(32 if slabs_first else 64, next_pow2(c_group, 16))
     oh, ow = out_shape[2], out_shape[3]
     col_tiles, row_tiles = cdiv(ow, tile["TXO"]), cdiv(oh, tile["DY"])
     check_grid_axis1(row_tiles, "reassembly (output rows: the height is too large)")
@@ -336,6 +354,7 @@ def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_s
     # two stages of slabs for 2-byte x; float32's would halve the programs per SM
     meta = dot_meta(x, kernel_size, scale, softmax, gated, precision, tile, block_c, c_group,
                     num_stages=2 if x.element_size() <= 2 else 1)
+    meta["SLABS_FIRST"] = slabs_first
     return LaunchPlan(batch_grids(b, group_size, "reassembly (mask groups)", (splits * col_tiles, row_tiles)), args,
                       meta, kernel=reassemble_fwd_dot_kernel)
 
