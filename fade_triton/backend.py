@@ -21,7 +21,8 @@ Whatever the choice, two cases resolve by themselves. While an exporter records 
 ``"export"``: a formulation in standard operators (``ops/fade/naive.py``), so the
 exported graph needs nothing from fade_triton (``torch.export.export`` itself keeps the
 ``fade_triton::`` operators). On meta tensors, where nothing is computed, every backend but
-``"naive"`` resolves to ``"torch"``: the same output shape, dtype and layout as the Triton path.
+``"naive"`` resolves to ``"torch"`` (without tangents: see below): the same output shape, dtype and
+layout as the Triton path.
 
 Nothing here runs at import time: the environment is read when a backend is resolved, and an
 implementation's module is imported at its first use.
@@ -126,10 +127,10 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def resolve_backend(backend: str, device: torch.device, forward_ad: bool = False) -> str:
+def resolve_backend(backend: str, device: torch.device, tangents: bool = False) -> str:
     """Map a user's ``backend`` argument to the implementation that will run on ``device``:
     one of ``BACKENDS`` but "auto", or "export" while an exporter records (see the module's
-    docstring). ``forward_ad``: forward-mode AD pushes tangents through the call
+    docstring). ``tangents``: forward-mode AD pushes tangents through the call
     (``forward_ad_active``).
 
     Raises ValueError for an unknown name, RuntimeError for an explicit request that cannot run
@@ -139,15 +140,15 @@ def resolve_backend(backend: str, device: torch.device, forward_ad: bool = False
     check_backend(backend)
     if exporting():
         return "export"
-    if device.type == "meta":
-        return "naive" if backend == "naive" else "torch"
-    if forward_ad:
+    if tangents:  # before meta: a dual meta tensor through the torch path fails inside PyTorch
         if backend in ("auto", "naive"):
             return "naive"
         raise NotImplementedError(
             f"backend={backend!r} has no forward-mode AD formula (torch.func.jvp, jacfwd, hessian, "
             "torch.autograd.forward_ad): use backend='naive' or 'auto', which runs 'naive' while forward-mode "
             "AD is on (standard PyTorch operators, at the naive path's speed and memory)")
+    if device.type == "meta":
+        return "naive" if backend == "naive" else "torch"
     if backend == "auto":
         return "triton" if triton_supports(device) else "torch"
     if backend == "triton" and not triton_supports(device):
@@ -164,10 +165,10 @@ def resolve_backend(backend: str, device: torch.device, forward_ad: bool = False
     return backend
 
 
-def implementation(op: str, backend: str, device: torch.device, forward_ad: bool = False):
+def implementation(op: str, backend: str, device: torch.device, tangents: bool = False):
     """The function that runs ``op`` ("fade" or "carafe") for the user's ``backend`` on ``device``
     (``resolve_backend``, then ``IMPLEMENTATIONS``)."""
-    module, _, name = IMPLEMENTATIONS[(resolve_backend(backend, device, forward_ad), op)].partition(":")
+    module, _, name = IMPLEMENTATIONS[(resolve_backend(backend, device, tangents), op)].partition(":")
     if module not in sys.modules:  # fade_triton.ops imports them all: this is for a caller that did not
         importlib.import_module(module)
     return getattr(sys.modules[module], name)  # (a lookup torch.compile traces without a graph break)

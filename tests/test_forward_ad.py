@@ -53,6 +53,46 @@ def test_fade_tangent_along_every_input_matches_the_reference(mode, backend, lit
     assert rel_err(got, want) < 1e-7
 
 
+@pytest.mark.parametrize("name", ["en", "de", *WEIGHT_NAMES])
+def test_fade_tangent_along_one_input_matches_the_reference(name):
+    """A tangent on one input alone (a weight's, say) is seen as well: every input is checked."""
+    primals, tangents = fade_inputs()
+    i = ["en", "de", *WEIGHT_NAMES].index(name)
+    tangents = [t if j == i else torch.zeros_like(t) for j, t in enumerate(tangents)]
+
+    def fade_with_one_dual(p):
+        return ft.fade(*primals[:i], p, *primals[i + 1:], scale=2)
+
+    got = tangent_of(fade_with_one_dual, primals[i:i + 1], tangents[i:i + 1], "dual_no_grad")
+    want = central_difference(lambda *a: ref.fade(*a, 2), primals, tangents)
+    assert got is not None and rel_err(got, want) < 1e-7
+
+
+def test_carafe_tangent_along_the_masks_alone_matches_the_reference():
+    features = torch.randn(1, 4, 3, 4, dtype=torch.float64)
+    masks = torch.softmax(torch.randn(1, 9, 6, 8, dtype=torch.float64), 1)
+    t = torch.randn_like(masks)
+    got = tangent_of(lambda m: ft.carafe(features, m, 3), [masks], [t], "dual_no_grad")
+    want = central_difference(lambda m: ref.reassemble(features, m, 3, 2), [masks], [t])
+    assert got is not None and rel_err(got, want) < 1e-7
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_dual_meta_tensors_run_naive_or_are_refused(backend):
+    """Meta tensors resolve to the torch path, except with tangents: the rule above comes first."""
+    model = ft.FADE(4, up_kernel_size=3, embedding_dim=4, backend=backend).to("meta")
+    en, de = torch.empty(1, 4, 6, 8, device="meta"), torch.empty(1, 4, 3, 4, device="meta")
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(en, torch.empty_like(en))
+        if backend == "triton":
+            with pytest.raises(NotImplementedError, match="no forward-mode AD formula"):
+                model(dual, de)
+            return
+        out = model(dual, de)
+        tangent = fwAD.unpack_dual(out).tangent
+    assert out.shape == (1, 4, 6, 8) and tangent is not None and tangent.shape == out.shape
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_module_tangent_along_en_matches_the_reference_after_validated_calls(mode):
     """A module whose calls were validated (and so replay) still sees the tangent: the replay

@@ -10,7 +10,7 @@ from fade_triton.ops.fade.fold import pack_weights
 from fade_triton.ops.fade.triton_impl import semi_shift_hi, semi_shift_lo
 from fade_triton.ops.helpers import Target, dot_precision, spec
 from fade_triton.ops.reassemble import reassemble_fwd
-from fade_triton.testing import simulated_gpu
+from fade_triton.testing import recorded_launches, simulated_gpu
 from util import KERNEL_SHAPE_PARAMS
 from util import HALF_DTYPES, ON_CUDA, WEIGHT_NAMES, assert_close_rel, fade_problem, rel_err
 
@@ -152,18 +152,21 @@ def test_fused_softmax_reassembly_gate_kernel(shape, dtype, poisoned):
 
 # The tensor-core reassembly (ops/reassemble_dot.py), forced where "auto" would pick the FMA kernel
 # (float64, and float32 under the interpreter, which has no TF32): (b, c, h, w, s, k, groups, crop,
-# layout). C=70: a channel remainder and two channel splits (channels_last, 4-byte x, sm_90: three
-# 32-channel steps with their loads before the dots); groups > 1: CARAFE's given masks; crop: an
-# output smaller than s x de; s = 3 and 4: other tiles (one row of 64, four of 16).
+# layout). C=70: a channel remainder and two channel splits; groups > 1: CARAFE's given masks;
+# crop: an output smaller than s x de; s = 3 and 4: other tiles (one row of 64, four of 16). The
+# last three are channels_last past 64 channels a group, where float32 x on sm_90 takes 32-channel
+# steps with their loads before the dots: one step a program (C=70, three splits), CARAFE with two
+# groups of 70 and no gate, and four steps a program with a remainder (C=200, one split).
 DOT_CASES = [(2, 70, 5, 7, 2, 5, 1, 0, "nchw"), (1, 24, 6, 9, 2, 3, 2, 1, "channels_last"),
              (1, 16, 4, 5, 3, 5, 1, 0, "nchw"), (1, 16, 3, 4, 4, 7, 1, 2, "channels_last"),
-             (1, 64, 3, 40, 2, 5, 1, 0, "nchw"), (1, 70, 4, 6, 2, 5, 1, 1, "channels_last")]
+             (1, 64, 3, 40, 2, 5, 1, 0, "nchw"), (1, 70, 4, 6, 2, 5, 1, 1, "channels_last"),
+             (1, 140, 4, 6, 2, 5, 2, 1, "channels_last"), (1, 200, 9, 40, 2, 5, 1, 1, "channels_last")]
 DOT_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}
 
 
-# sm_90's plans, and sm_80's where they differ (4-byte channels_last x past 64 channels)
+# sm_90's plans, and sm_80's where they differ (float32 channels_last x past 64 channels)
 DOT_CASE_PARAMS = [pytest.param(case, arch, id="b{}c{}h{}w{}s{}k{}g{}crop{}-{}".format(*case) + f"-sm{arch}")
-                   for case, arch in [*((case, 90) for case in DOT_CASES), (DOT_CASES[-1], 80)]]
+                   for case, arch in [*((case, 90) for case in DOT_CASES), (DOT_CASES[5], 80)]]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_DTYPES], ids=str)
@@ -179,15 +182,17 @@ def test_dot_reassembly_kernel(case, arch, dtype, poisoned):
     if groups == 1:  # FADE: logits, softmax, gate
         logits = torch.randn(b, k * k, oh, ow) * 3
         gate = torch.randn(b, 1, h, w)
-        with simulated_gpu(arch):
+        with simulated_gpu(arch), recorded_launches(keep_args=True) as launches:
             reassemble_fwd(x, logits, gate[:, 0], en, out, k, 1, s, softmax=True, kernel="dot")
         g = ref.up(torch.sigmoid(gate.double()), s)[..., :oh, :ow]
         expect = g * en.double() + (1 - g) * ref.reassemble(x.double(), torch.softmax(logits.double(), 1), k, s)
     else:  # CARAFE: the masks as given
         masks = torch.softmax(torch.randn(b, groups, k * k, oh, ow), 2).flatten(1, 2).to(dtype)
-        with simulated_gpu(arch):
+        with simulated_gpu(arch), recorded_launches(keep_args=True) as launches:
             reassemble_fwd(x, masks, None, None, out, k, groups, s, softmax=False, kernel="dot")
         expect = ref.reassemble(x.double(), masks.double(), k, s, groups)
+    slabs_first = dtype == torch.float32 and layout == "channels_last" and c // groups > 64 and arch == 90
+    assert [launch.kwargs["SLABS_FIRST"] for launch in launches] == [slabs_first]  # the order this case tests
     assert out.dtype == dtype
     assert_close_rel(out, expect, DOT_TOL[dtype])
 
@@ -213,10 +218,11 @@ def test_reassembly_kernel_choice(dtype, precision, scale, expect, monkeypatch):
 @pytest.mark.parametrize("dtype,layout,channels,arch,expect", [
     (torch.float32, "channels_last", 256, 90, (32, True)), (torch.float32, "channels_last", 64, 90, (64, False)),
     (torch.float32, "nchw", 256, 90, (64, False)), (torch.float32, "channels_last", 256, 80, (64, False)),
+    (torch.float32, "channels_last", 256, 100, (64, False)), (torch.float64, "channels_last", 256, 90, (64, False)),
     (torch.bfloat16, "channels_last", 256, 90, (64, False))])
 def test_dot_reassembly_step(dtype, layout, channels, arch, expect):
     """The forward's channel step and load order (``reassemble_fwd_dot_plan``): 32 channels with
-    every load before the dots for 4-byte channels_last x on sm_90 past one 64-channel step; 64,
+    every load before the dots for float32 channels_last x on sm_90 past one 64-channel step; 64,
     one slab before each dot, elsewhere. The kernel test above runs both orders."""
     from fade_triton.ops.reassemble_dot import dot_tile, reassemble_fwd_dot_plan
 

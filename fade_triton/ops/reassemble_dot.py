@@ -334,11 +334,12 @@ def reassemble_fwd_dot_plan(x, m_strides, gated, gate_strides, en_strides, out_s
     ``arch``: the target's compute capability)."""
     b, c, h, w = x.shape
     c_group = c // group_size
-    # 4-byte channels_last x on sm_90 past one 64-channel step: every load of a 32-channel step
-    # (128-byte slab rows, as 64 channels of 2-byte x) before its dots. Speed model, float32
-    # headline: 162 -> 128 registers, three programs an SM, 101.0 -> 77.3 us. Not NCHW (64
-    # channels keep four programs an SM there: 74.2 -> 100.3 us) nor sm_80 (mma.sync: 258 -> 412)
-    slabs_first = x.element_size() >= 4 and channel_fast(x) and arch >= 90 and c_group > 64
+    # float32 channels_last x on sm_90 (wgmma) past one 64-channel step: every load of a
+    # 32-channel step (128-byte slab rows, as 64 channels of 2-byte x) before its dots. Speed
+    # model, float32 headline (triton 3.6): 162 -> 126 registers, three programs an SM, 101.0 ->
+    # 77.2 us. Not NCHW (64 channels keep four programs an SM there: 74.2 -> 100.3 us), sm_80
+    # (mma.sync: 258 -> 412 us), other targets or float64 (not modelled)
+    slabs_first = x.dtype == torch.float32 and channel_fast(x) and arch == 90 and c_group > 64
     block_c = min(32 if slabs_first else 64, next_pow2(c_group, 16))
     oh, ow = out_shape[2], out_shape[3]
     col_tiles, row_tiles = cdiv(ow, tile["TXO"]), cdiv(oh, tile["DY"])
