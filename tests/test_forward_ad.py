@@ -13,6 +13,8 @@ import reference64 as ref
 from fade_triton.testing import recorded_launches, rel_err
 from util import WEIGHT_NAMES, fade_problem
 
+# torch's first dual tensor loads its jvp decompositions through torch.jit.script, which torch 2.13 deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning:torch.jit._script")
 MODES = ["dual_no_grad", "dual_grad", "func_jvp", "jvp_of_vmap"]
 
 
