@@ -107,13 +107,19 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
+def forward_ad_open() -> bool:
+    """Whether a forward-AD level is open (``torch.func.jvp`` and the rest, or
+    ``torch.autograd.forward_ad.dual_level``): the one read of torch's private level counter."""
+    return forward_ad._current_level >= 0
+
+
 def forward_ad_active(*tensors) -> bool:
     """Whether forward-mode AD may push tangents through a call on ``tensors`` (None allowed): a
     forward-AD level is open and, outside functorch transforms, one of ``tensors`` carries a
     tangent at it. Under a transform (``torch.func.jvp`` and the rest) every call counts: its
     tensors' tangents cannot be read there (``vmap`` has no rule to unpack a dual tensor). One
     module attribute read when no level is open."""
-    if forward_ad._current_level < 0:
+    if not forward_ad_open():
         return False
     if torch._C._functorch.peek_interpreter_stack() is not None:
         return True

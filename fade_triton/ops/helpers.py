@@ -7,11 +7,10 @@ import functools
 from typing import NamedTuple
 
 import torch
-from torch.autograd import forward_ad
 from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled, wrap_triton
 from torch._subclasses.fake_tensor import FakeTensor
 
-from ..backend import float32_conv_precision
+from ..backend import float32_conv_precision, forward_ad_open
 from ..checks import autocast_enabled
 
 
@@ -270,7 +269,7 @@ def direct_call_ok(*tensors) -> bool:
     if torch.compiler.is_compiling():  # first: the C checks below are not traced
         return False
     if (torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
-            or torch._C._functorch.peek_interpreter_stack() is not None or forward_ad._current_level >= 0):
+            or torch._C._functorch.peek_interpreter_stack() is not None or forward_ad_open()):
         return False
     return all(t is None or type(t) in PLAIN_TENSOR_TYPES for t in tensors)
 
