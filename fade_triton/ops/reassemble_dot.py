@@ -183,8 +183,8 @@ def reassemble_fwd_dot_kernel(
         c_ok, c = dot_channels(c0, g, C_GROUP, BLOCK_C, EVEN_C)
         x_ptrs = x_base + c * stride_xc
         acc = tl.zeros((RW, BLOCK_C), ACC)
-        io = pix_ok[:, None] & c_ok[None, :]
         if SLABS_FIRST:  # every load of the step in flight before the first dot waits on one
+            io = pix_ok[:, None] & c_ok[None, :]
             slabs = ()
             for i in tl.static_range(K):
                 slabs = slabs + (slab_load(x_ptrs, col_ok, zero_q + (ly + (i - R)), H, c_ok),)
@@ -198,6 +198,7 @@ def reassemble_fwd_dot_kernel(
                 slab = slab_load(x_ptrs, col_ok, zero_q + (ly + (i - R)), H, c_ok)
                 acc = tl.dot(mats[i], slab, acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
                 x_ptrs += stride_xh
+            io = pix_ok[:, None] & c_ok[None, :]  # after the dots, as before SLABS_FIRST: the same code
             if GATE:
                 en_v = tl.load(en_ptr + b * stride_eb + c * stride_ec + en_off, mask=io, other=0.0).to(ACC)
         if GATE:
